@@ -1,0 +1,176 @@
+//! Wiring: builds the secret store, the authenticator and the listeners from a validated
+//! config, and runs them until shutdown. `main` and the in-process tests both start here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::Admin;
+use crate::auth::{Authenticator, FailureLimiter};
+use crate::config::{Config, SecretSource};
+use crate::ingress::Ingress;
+use crate::metrics::Metrics;
+use crate::secrets::{self, FileSource, SecretStore};
+use crate::server::{self, ConnLimits};
+use crate::tls::{ReloadingCert, TlsError};
+
+/// Why keyward could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("ingress TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A running keyward.
+#[derive(Debug)]
+pub struct App {
+    /// The bound ingress address (useful with port 0).
+    pub ingress_addr: SocketAddr,
+    /// The bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The secret store, for reloads and inspection.
+    pub store: Arc<SecretStore>,
+    shutdown: watch::Sender<bool>,
+    /// Listeners: they end after their drain.
+    servers: JoinSet<()>,
+    /// Watchers and reloaders: they run until aborted.
+    background: JoinSet<()>,
+}
+
+impl App {
+    /// Binds every listener and starts serving. Secrets load in the background; until they
+    /// are, the ingress refuses every request and `/readyz` says why.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let (shutdown, _) = watch::channel(false);
+        let mut servers = JoinSet::new();
+        let mut background = JoinSet::new();
+        let metrics = Arc::new(Metrics::default());
+        let secrets_config = &config.secrets;
+        let store = Arc::new(SecretStore::new(
+            config.referenced_secrets(),
+            secrets_config.rotation_overlap,
+        ));
+
+        let ingress_config = &config.ingress;
+        let limiter = FailureLimiter::new(
+            ingress_config.auth_failures_per_minute,
+            ingress_config.auth_failure_burst,
+        );
+        let auth = Arc::new(Authenticator::new(limiter));
+
+        // Subscribe before the first load so the first snapshot is never missed.
+        let mut changed = store.subscribe();
+        let clients = Arc::new(ingress_config.clients.clone());
+        {
+            let (auth, store, clients) = (auth.clone(), store.clone(), clients.clone());
+            background.spawn(async move {
+                loop {
+                    auth.rebuild(&clients, &store.snapshot());
+                    if changed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        match secrets_config.source {
+            SecretSource::File => {
+                let dir = secrets_config.dir.clone().expect("validated: file source has a dir");
+                background.spawn(secrets::run(
+                    store.clone(),
+                    FileSource::new(dir),
+                    secrets_config.watch_interval,
+                    shutdown.subscribe(),
+                ));
+            }
+            SecretSource::Keyvault => unreachable!("refused at config validation"),
+        }
+
+        let tls = match &ingress_config.tls {
+            Some(tls) => {
+                let cert = ReloadingCert::load(&tls.cert, &tls.key)?;
+                let acceptor = cert.acceptor();
+                background.spawn(cert.watch(secrets_config.watch_interval));
+                Some(acceptor)
+            }
+            None => None,
+        };
+        let limits = ConnLimits {
+            max_connections: ingress_config.max_connections,
+            header_read_timeout: ingress_config.header_read_timeout,
+            max_header_bytes: ingress_config.max_header_bytes,
+            shutdown_grace: ingress_config.shutdown_grace,
+        };
+
+        let ingress_listener = bind("ingress", ingress_config.listen).await?;
+        let admin_listener = bind("admin", config.admin.listen).await?;
+        let ingress_addr = local_addr("ingress", &ingress_listener)?;
+        let admin_addr = local_addr("admin", &admin_listener)?;
+
+        let ingress = Arc::new(Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone()));
+        servers.spawn(server::serve(
+            ingress_listener,
+            tls,
+            limits,
+            move |request, peer| {
+                let ingress = ingress.clone();
+                async move { ingress.handle(request, peer).await }
+            },
+            shutdown.subscribe(),
+        ));
+
+        let admin = Arc::new(Admin::new(store.clone(), metrics));
+        let admin_limits = ConnLimits { max_connections: 64, ..limits };
+        servers.spawn(server::serve(
+            admin_listener,
+            None,
+            admin_limits,
+            move |request, peer| {
+                let response = admin.handle(&request, peer);
+                std::future::ready(response)
+            },
+            shutdown.subscribe(),
+        ));
+
+        tracing::info!(ingress = %ingress_addr, admin = %admin_addr, "keyward listening");
+        Ok(Self { ingress_addr, admin_addr, store, shutdown, servers, background })
+    }
+
+    /// Stops accepting and begins the bounded drain.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until every listener has drained, then stops the background tasks.
+    pub async fn wait(mut self) {
+        while let Some(result) = self.servers.join_next().await {
+            if result.is_err_and(|err| err.is_panic()) {
+                tracing::error!("a listener task panicked");
+            }
+        }
+        self.background.abort_all();
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
+}
+
+fn local_addr(listener: &'static str, socket: &TcpListener) -> Result<SocketAddr, StartError> {
+    let addr = ([0, 0, 0, 0], 0).into();
+    socket.local_addr().map_err(|source| StartError::Bind { listener, addr, source })
+}

@@ -1,0 +1,606 @@
+//! The TOML configuration: names and places, never secret values.
+//!
+//! Parsing is strict (unknown keys are errors) and every error names the key and the problem
+//! without echoing the value that was found there: a secret pasted into the wrong key must not
+//! reach a terminal or a log through an error message.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+
+/// The reference configuration shown by `keyward --help` and checked by a test.
+pub const REFERENCE: &str = include_str!("../keyward.example.toml");
+
+/// A problem with the configuration, naming the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key is missing, unknown, malformed or inconsistent with another.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `ingress.clients[1].id`.
+        key: String,
+        /// What is wrong, without the offending value.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing listener.
+    pub ingress: IngressConfig,
+    /// Health, readiness and metrics.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where secret values come from.
+    pub secrets: SecretsConfig,
+    /// Logs.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[ingress]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Address the MCP clients connect to.
+    #[serde(default = "defaults::ingress_listen")]
+    pub listen: SocketAddr,
+    /// The MCP server in the same pod, `http://host:port`.
+    #[serde(default = "defaults::backend")]
+    pub backend: String,
+    /// Browser origins allowed to call; any other `Origin` gets 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Named clients and the secret holding each one's key.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// TLS termination; plain HTTP (and h2c) when absent.
+    pub tls: Option<TlsConfig>,
+    /// RFC 9728 metadata URL; when set, 401s say `Bearer resource_metadata=...`.
+    pub resource_metadata: Option<String>,
+    /// Open connections at most; further clients wait in the accept backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    #[serde(default = "defaults::header_read_timeout", with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Largest request header section, in bytes (431 above).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes (413 above).
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Time the backend has to answer with response headers (504 after).
+    #[serde(default = "defaults::backend_timeout", with = "duration")]
+    pub backend_timeout: Duration,
+    /// Failed authentications a peer address may make per minute before getting 429.
+    #[serde(default = "defaults::auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
+    /// Failed authentications a peer may make in a burst.
+    #[serde(default = "defaults::auth_failure_burst")]
+    pub auth_failure_burst: u32,
+    /// How long in-flight requests may run on after SIGTERM.
+    #[serde(default = "defaults::shutdown_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[[ingress.clients]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Sent to the backend as `X-Keyward-Client`.
+    pub id: String,
+    /// Name of the secret holding this client's key.
+    pub secret: String,
+}
+
+/// `[ingress.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, re-read when it changes.
+    pub cert: PathBuf,
+    /// PEM private key, re-read when it changes.
+    pub key: PathBuf,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `/livez`, `/readyz`, `/metrics`, and `POST /refresh` from loopback.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: defaults::admin_listen() }
+    }
+}
+
+/// Where secrets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// One file per secret in a directory.
+    File,
+    /// Azure Key Vault through a managed identity.
+    Keyvault,
+}
+
+/// Which Azure credential reads the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// Workload identity when its variables are set, managed identity otherwise.
+    Auto,
+    /// Container Apps / App Service identity endpoint, or IMDS.
+    ManagedIdentity,
+    /// AKS workload identity (federated token file).
+    WorkloadIdentity,
+}
+
+/// `[secrets]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// `file` or `keyvault`.
+    pub source: SecretSource,
+    /// Directory of secret files (`source = "file"`).
+    pub dir: Option<PathBuf>,
+    /// Vault URL (`source = "keyvault"`).
+    pub vault_url: Option<String>,
+    /// Full reload period.
+    #[serde(default = "defaults::refresh_interval", with = "duration")]
+    pub refresh_interval: Duration,
+    /// How often the file source looks for changed files.
+    #[serde(default = "defaults::watch_interval", with = "duration")]
+    pub watch_interval: Duration,
+    /// How long a replaced client key stays accepted.
+    #[serde(default = "defaults::rotation_overlap", with = "duration")]
+    pub rotation_overlap: Duration,
+    /// Azure credential choice.
+    #[serde(default = "defaults::credential")]
+    pub credential: CredentialKind,
+    /// User-assigned identity client id.
+    pub client_id: Option<String>,
+    /// Extra CA for the vault.
+    pub ca_file: Option<PathBuf>,
+    /// Check the vault challenge's resource against the vault host.
+    #[serde(default = "defaults::yes")]
+    pub verify_challenge_resource: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `json` (default) or `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `keyward=debug`; `RUST_LOG` overrides it.
+    pub log_level: Option<String>,
+}
+
+mod defaults {
+    use super::*;
+
+    pub(super) fn ingress_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub(super) fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9090))
+    }
+    pub(super) fn backend() -> String {
+        "http://127.0.0.1:8081".into()
+    }
+    pub(super) fn max_connections() -> usize {
+        4096
+    }
+    pub(super) fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn max_header_bytes() -> usize {
+        32 * 1024
+    }
+    pub(super) fn max_body_bytes() -> u64 {
+        4 * 1024 * 1024
+    }
+    pub(super) fn backend_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn auth_failures_per_minute() -> u32 {
+        30
+    }
+    pub(super) fn auth_failure_burst() -> u32 {
+        10
+    }
+    pub(super) fn shutdown_grace() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub(super) fn refresh_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn watch_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub(super) fn rotation_overlap() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub(super) fn credential() -> CredentialKind {
+        CredentialKind::Auto
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            let mut problem = scrub_values(inner.message());
+            if let Some(span) = inner.span() {
+                let (line, column) = line_column(text, span.start);
+                problem = format!("{problem} (line {line}, column {column})");
+            }
+            let key = if key == "." { "config".to_owned() } else { key };
+            invalid(key, problem)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ingress = &self.ingress;
+        backend_uri(&ingress.backend)?;
+        if ingress.clients.is_empty() {
+            return Err(invalid(
+                "ingress.clients",
+                "at least one client is required; without one keyward would refuse every request",
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut secrets = HashSet::new();
+        for (i, client) in ingress.clients.iter().enumerate() {
+            if !is_client_id(&client.id) {
+                return Err(invalid(
+                    format!("ingress.clients[{i}].id"),
+                    "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                ));
+            }
+            if !ids.insert(client.id.as_str()) {
+                return Err(invalid(
+                    format!("ingress.clients[{i}].id"),
+                    format!("duplicate client id {:?}", client.id),
+                ));
+            }
+            check_secret_name(&format!("ingress.clients[{i}].secret"), &client.secret)?;
+            if !secrets.insert(client.secret.as_str()) {
+                return Err(invalid(
+                    format!("ingress.clients[{i}].secret"),
+                    "another client already uses this secret; each client needs its own key",
+                ));
+            }
+        }
+        for (i, origin) in ingress.allowed_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                return Err(invalid(
+                    format!("ingress.allowed_origins[{i}]"),
+                    "must be an origin: scheme://host[:port], no path",
+                ));
+            }
+        }
+        if let Some(url) = &ingress.resource_metadata {
+            if !url.starts_with("https://") || url.contains('"') {
+                return Err(invalid("ingress.resource_metadata", "must be an https URL"));
+            }
+        }
+        for (key, value) in [
+            ("ingress.max_connections", ingress.max_connections as u64),
+            ("ingress.max_header_bytes", ingress.max_header_bytes as u64),
+            ("ingress.max_body_bytes", ingress.max_body_bytes),
+            ("ingress.auth_failures_per_minute", ingress.auth_failures_per_minute.into()),
+            ("ingress.auth_failure_burst", ingress.auth_failure_burst.into()),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        for (key, value) in [
+            ("ingress.header_read_timeout", ingress.header_read_timeout),
+            ("ingress.backend_timeout", ingress.backend_timeout),
+            ("secrets.refresh_interval", self.secrets.refresh_interval),
+            ("secrets.watch_interval", self.secrets.watch_interval),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        self.validate_secrets()
+    }
+
+    fn validate_secrets(&self) -> Result<(), ConfigError> {
+        let secrets = &self.secrets;
+        match secrets.source {
+            SecretSource::File => {
+                if secrets.dir.is_none() {
+                    return Err(invalid("secrets.dir", "required when source = \"file\""));
+                }
+            }
+            SecretSource::Keyvault => {
+                return Err(invalid(
+                    "secrets.source",
+                    "\"keyvault\" is not available in this build yet; use \"file\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every secret name the configuration refers to; readiness waits for all of them.
+    pub fn referenced_secrets(&self) -> Vec<String> {
+        self.ingress.clients.iter().map(|c| c.secret.clone()).collect()
+    }
+
+    /// The backend as a URI (validated at load).
+    pub fn backend_uri(&self) -> Uri {
+        backend_uri(&self.ingress.backend).expect("validated at load")
+    }
+}
+
+fn backend_uri(text: &str) -> Result<Uri, ConfigError> {
+    let problem = "must be http://host:port of the MCP server in the pod (no path, no query)";
+    let uri: Uri = text.parse().map_err(|_| invalid("ingress.backend", problem))?;
+    let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !path_ok {
+        return Err(invalid("ingress.backend", problem));
+    }
+    Ok(uri)
+}
+
+fn is_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Secret names follow Key Vault's rules (1-127 of `0-9a-zA-Z-`), which also makes them safe
+/// file names: no separators, no `..`.
+fn check_secret_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=127).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, "a secret name is 1-127 characters of 0-9 a-z A-Z -"))
+    }
+}
+
+fn is_origin(origin: &str) -> bool {
+    let Ok(uri) = origin.parse::<Uri>() else { return false };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && !origin.trim_end_matches('/').contains(|c: char| c.is_whitespace())
+        && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+}
+
+/// Replaces every double-quoted value in a parser message, so that a value typed into the wrong
+/// key is never echoed. Key names and enum variants (in backticks) are kept.
+fn scrub_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    out.push_str(parts.next().unwrap_or_default());
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        out.push_str(if i % 2 == 0 { "…" } else { part });
+    }
+    out
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Durations written as `250ms`, `30s`, `5m`, `24h` or `7d`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Parses one duration.
+    pub fn parse(text: &str) -> Option<Duration> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().ok()?;
+        let millis = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        number.checked_mul(millis).map(Duration::from_millis)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom("expected a duration such as \"250ms\", \"30s\", \"5m\", \"24h\"")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [ingress]
+        [[ingress.clients]]
+        id = "claude"
+        secret = "mcp-client-claude"
+        [secrets]
+        source = "file"
+        dir = "/tmp/secrets"
+    "#;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn the_reference_example_is_valid() {
+        let config = Config::parse(REFERENCE).expect("reference parses");
+        assert!(!config.ingress.clients.is_empty());
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.ingress.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.admin.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.secrets.refresh_interval, Duration::from_secs(60));
+        assert_eq!(config.referenced_secrets(), vec!["mcp-client-claude".to_owned()]);
+        assert_eq!(config.backend_uri().port_u16(), Some(8081));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = MINIMAL.replace("[secrets]", "[secrets]\napi_key = \"sk-live-123\"");
+        let err = error_of(&text);
+        assert!(err.starts_with("secrets.api_key: unknown field `api_key`"), "{err}");
+        assert!(!err.contains("sk-live-123"), "{err}");
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_is_not_echoed() {
+        let text = MINIMAL.replace("[secrets]", "[secrets]\nrefresh_interval = \"sk-live-123\"");
+        let err = error_of(&text);
+        assert!(err.starts_with("secrets.refresh_interval:"), "{err}");
+        assert!(!err.contains("sk-live-123"), "{err}");
+        let err = error_of(&MINIMAL.replace("[ingress]", "[ingress]\nlisten = \"sk-live-123\""));
+        assert!(err.starts_with("ingress.listen:"), "{err}");
+        assert!(!err.contains("sk-live-123"), "{err}");
+    }
+
+    #[test]
+    fn a_client_without_a_secret_is_refused() {
+        let err = error_of(&MINIMAL.replace("secret = \"mcp-client-claude\"", ""));
+        assert!(err.starts_with("ingress.clients[0]: missing field `secret`"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_client_ids_are_refused() {
+        let text = MINIMAL.replace(
+            "[secrets]",
+            "[[ingress.clients]]\nid = \"claude\"\nsecret = \"other\"\n[secrets]",
+        );
+        assert_eq!(error_of(&text), "ingress.clients[1].id: duplicate client id \"claude\"");
+    }
+
+    #[test]
+    fn a_shared_secret_is_refused() {
+        let text = MINIMAL.replace(
+            "[secrets]",
+            "[[ingress.clients]]\nid = \"other\"\nsecret = \"mcp-client-claude\"\n[secrets]",
+        );
+        assert!(error_of(&text).starts_with("ingress.clients[1].secret:"));
+    }
+
+    #[test]
+    fn no_clients_fails_closed() {
+        let text = "[ingress]\n[secrets]\nsource = \"file\"\ndir = \"/x\"\n";
+        assert!(error_of(text).starts_with("ingress.clients: at least one client"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[ingress]", "[ingress]\nbackend = \"https://example.com/mcp\"", "ingress.backend:"),
+            ("[ingress]", "[ingress]\nallowed_origins = [\"not an origin\"]", "ingress.allowed_origins[0]:"),
+            ("[ingress]", "[ingress]\nmax_body_bytes = 0", "ingress.max_body_bytes:"),
+            ("id = \"claude\"", "id = \"bad id\"", "ingress.clients[0].id:"),
+            ("secret = \"mcp-client-claude\"", "secret = \"../etc/passwd\"", "ingress.clients[0].secret:"),
+            ("dir = \"/tmp/secrets\"", "", "secrets.dir:"),
+            ("source = \"file\"", "source = \"vault\"", "secrets.source:"),
+            ("[ingress]", "[ingress]\nheader_read_timeout = \"10 parsecs\"", "ingress.header_read_timeout:"),
+        ];
+        for (from, to, key) in cases {
+            let err = error_of(&MINIMAL.replace(from, to));
+            assert!(err.starts_with(key), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_a_position_without_the_line() {
+        let err = error_of("[ingress\nsecret = \"sk-live-123\"");
+        assert!(err.contains("line 1"), "{err}");
+        assert!(!err.contains("sk-live-123"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(duration::parse("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(duration::parse("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(duration::parse("2d"), Some(Duration::from_secs(172_800)));
+        for bad in ["", "s", "10", "1.5s", "-1s", "10 s", "99999999999999999999d"] {
+            assert_eq!(duration::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scrubbing_keeps_keys_and_drops_values() {
+        assert_eq!(
+            scrub_values("invalid type: string \"hunter2\", expected u64"),
+            "invalid type: string \"…\", expected u64"
+        );
+        assert_eq!(scrub_values("unknown field `x`"), "unknown field `x`");
+    }
+}

@@ -1,0 +1,156 @@
+//! Every way a proxied request can fail, who caused it, and the response the client sees.
+//!
+//! The client gets a status and a short, fixed JSON body; nothing it sent and nothing the
+//! upstream said is echoed. Detail goes to the log, through `tracing` fields that carry no
+//! header value, query string or secret.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use crate::Body;
+
+/// Who caused a failure: decides between 4xx, 502/504 and 500/503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The client sent something refused.
+    Downstream,
+    /// The backend or upstream failed.
+    Upstream,
+    /// keyward itself cannot serve (no key loaded, internal fault).
+    Internal,
+}
+
+/// A request keyward answers itself instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// Missing or wrong credential.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Too many failed attempts from this peer.
+    #[error("too many failed attempts; retry after {0} s")]
+    RateLimited(u64),
+    /// `Origin` not in `allowed_origins`.
+    #[error("origin not allowed")]
+    ForbiddenOrigin,
+    /// A method keyward never forwards (CONNECT).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Request header section above the cap.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// Request body above the cap.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// No route for this path.
+    #[error("not found")]
+    NotFound,
+    /// The client's request could not be forwarded as sent.
+    #[error("bad request")]
+    BadRequest,
+    /// No usable credential is loaded; keyward refuses until one is.
+    #[error("no client key is loaded")]
+    NotReady,
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream could not be reached or broke the exchange.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+}
+
+impl ProxyError {
+    /// Who caused it.
+    pub fn cause(&self) -> Cause {
+        match self {
+            ProxyError::Unauthorized
+            | ProxyError::RateLimited(_)
+            | ProxyError::ForbiddenOrigin
+            | ProxyError::MethodNotAllowed
+            | ProxyError::HeadersTooLarge
+            | ProxyError::BodyTooLarge
+            | ProxyError::NotFound
+            | ProxyError::BadRequest => Cause::Downstream,
+            ProxyError::UpstreamTimeout | ProxyError::UpstreamUnavailable => Cause::Upstream,
+            ProxyError::NotReady => Cause::Internal,
+        }
+    }
+
+    /// The status and the fixed `error` code of the body.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ProxyError::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
+            ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ProxyError::HeadersTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
+            }
+            ProxyError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ProxyError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ProxyError::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            ProxyError::UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+        }
+    }
+
+    /// The response the client sees. `challenge` is the `WWW-Authenticate` value for 401s.
+    pub fn into_response(self, challenge: &HeaderValue) -> Response<Body> {
+        let (status, code) = self.status();
+        let mut response = json(status, code);
+        let headers = response.headers_mut();
+        match self {
+            ProxyError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            ProxyError::RateLimited(seconds) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            ProxyError::NotReady => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A response with a body `{"error":"<code>"}`.
+pub fn json(status: StatusCode, code: &'static str) -> Response<Body> {
+    let body = format!("{{\"error\":\"{code}\"}}");
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn bodies_are_short_fixed_json() {
+        let challenge = HeaderValue::from_static("ApiKey");
+        let response = ProxyError::Unauthorized.into_response(&challenge);
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "ApiKey");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "{\"error\":\"unauthorized\"}");
+        let limited = ProxyError::RateLimited(7).into_response(&challenge);
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn causes_decide_status_classes() {
+        assert_eq!(ProxyError::UpstreamTimeout.status().0, 504);
+        assert_eq!(ProxyError::UpstreamTimeout.cause(), Cause::Upstream);
+        assert_eq!(ProxyError::BodyTooLarge.cause(), Cause::Downstream);
+        assert_eq!(ProxyError::NotReady.status().0, 503);
+    }
+}

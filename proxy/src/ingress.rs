@@ -1,0 +1,179 @@
+//! The client-facing path: authenticate an MCP client and forward it to the backend.
+//!
+//! The steps of [`Ingress::proxy`] run in a fixed order, and the order is the security
+//! argument: limits before any work, hop-by-hop removal before anything reads or adds a header,
+//! authentication before anything is forwarded, credential stripping before the trusted
+//! identity is added. This path must never forward a client credential, never buffer a body,
+//! and never echo client input in an error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::{Either, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::{Authenticator, Denial};
+use crate::config::IngressConfig;
+use crate::error::ProxyError;
+use crate::forward::Upstream;
+use crate::headers::{self, X_KEYWARD_CLIENT};
+use crate::metrics::Metrics;
+use crate::Body;
+
+/// The ingress handler, shared by every connection.
+#[derive(Debug)]
+pub struct Ingress {
+    auth: Arc<Authenticator>,
+    backend: Upstream,
+    backend_authority: Authority,
+    backend_host: HeaderValue,
+    allowed_origins: Vec<HeaderValue>,
+    challenge: HeaderValue,
+    max_header_bytes: usize,
+    max_body_bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingress {
+    /// Builds the handler from validated config.
+    pub fn new(
+        config: &IngressConfig,
+        backend: &Uri,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let authority = backend.authority().expect("validated backend").clone();
+        let challenge = match &config.resource_metadata {
+            Some(url) => HeaderValue::try_from(format!("Bearer resource_metadata=\"{url}\""))
+                .expect("validated metadata URL"),
+            None => HeaderValue::from_static("ApiKey header=\"X-Api-Key\""),
+        };
+        Self {
+            auth,
+            backend: Upstream::http(config.backend_timeout),
+            backend_host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
+            backend_authority: authority,
+            allowed_origins: config
+                .allowed_origins
+                .iter()
+                .map(|o| HeaderValue::from_str(o.trim_end_matches('/')).expect("validated origin"))
+                .collect(),
+            challenge,
+            max_header_bytes: config.max_header_bytes,
+            max_body_bytes: config.max_body_bytes,
+            metrics,
+        }
+    }
+
+    /// Answers one request: the backend's response, or keyward's own refusal.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        // The path only: a query string can carry a credential and is never logged.
+        let path = request.uri().path().to_owned();
+        let (response, client) = match self.proxy(request, peer).await {
+            Ok((response, client)) => (response, Some(client)),
+            Err(err) => (err.into_response(&self.challenge), None),
+        };
+        let status = response.status();
+        self.metrics.record_ingress(status);
+        tracing::info!(
+            target: "keyward::access",
+            listener = "ingress",
+            %method,
+            path,
+            status = status.as_u16(),
+            client = client.as_deref().unwrap_or("unknown"),
+            peer = %peer.ip(),
+            latency_us = started.elapsed().as_micros() as u64,
+        );
+        response
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<(Response<Body>, Arc<str>), ProxyError> {
+        let (mut parts, body) = request.into_parts();
+
+        // 1. Limits, before any other work. CONNECT never reaches the backend.
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        if headers::section_size(&parts.headers) > self.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge);
+        }
+        let declared = parts.headers.get(header::CONTENT_LENGTH);
+        if declared.and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|len| len > self.max_body_bytes)
+        {
+            return Err(ProxyError::BodyTooLarge);
+        }
+
+        // 2. Hop-by-hop and Connection-named headers go before anything reads headers.
+        headers::remove_hop_by_hop(&mut parts.headers);
+
+        // 3. Authenticate.
+        let client = self.auth.check(&parts.headers, &parts.uri, peer.ip()).map_err(|denial| {
+            self.metrics.record_auth_failure(denial);
+            tracing::info!(
+                target: "keyward::audit",
+                decision = "deny",
+                reason = denial.reason(),
+                path = parts.uri.path(),
+                peer = %peer.ip(),
+            );
+            match denial {
+                Denial::RateLimited(seconds) => ProxyError::RateLimited(seconds),
+                Denial::NoKeys => ProxyError::NotReady,
+                _ => ProxyError::Unauthorized,
+            }
+        })?;
+        tracing::debug!(
+            target: "keyward::audit",
+            decision = "allow",
+            client = %client.id,
+            path = parts.uri.path(),
+            peer = %peer.ip(),
+        );
+
+        // 4. No client credential leaves; the only identity the backend sees is ours.
+        headers::strip_client_credentials(&mut parts.headers);
+        parts.headers.insert(X_KEYWARD_CLIENT, client.header.clone());
+
+        // 5. Browsers may only call from an allowed origin.
+        if let Some(origin) = parts.headers.get(header::ORIGIN) {
+            if !self.allowed_origins.iter().any(|allowed| allowed == origin) {
+                return Err(ProxyError::ForbiddenOrigin);
+            }
+        }
+
+        // 6. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
+        parts.uri = self.backend_uri(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+        parts.headers.insert(header::HOST, self.backend_host.clone());
+        let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
+        let mut response = self.backend.send(request).await?;
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok((response.map(Either::Left), client.id))
+    }
+
+    fn backend_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if !path.as_str().starts_with('/') {
+            // `*` (OPTIONS) or an authority form: nothing the backend serves.
+            return Err(ProxyError::BadRequest);
+        }
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.backend_authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::BadRequest)
+    }
+}

@@ -1,0 +1,24 @@
+//! keyward: a sidecar that keeps every credential of an MCP server out of the MCP server.
+//!
+//! The modules follow the paths traffic and secrets take: `ingress` (clients in), `auth`
+//! (who they are), `headers` (what may pass), `forward` (to the backend), `secrets` and
+//! `secret` (where credentials live), `admin` and `metrics` (what operators see), `server`
+//! and `tls` (sockets), `config` and `app` (wiring).
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod ingress;
+pub mod metrics;
+pub mod secret;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+
+/// The body of every response keyward sends: a forwarded stream or keyward's own short body.
+pub type Body = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;

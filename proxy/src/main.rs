@@ -1,0 +1,115 @@
+//! The `keyward` binary: command line and process lifecycle only; the rest is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keyward::app::App;
+use keyward::config::{self, Config};
+
+/// keyward keeps every credential of an MCP server out of the MCP server: it checks each
+/// client's X-Api-Key in constant time, strips client credentials, tells the backend who the
+/// client is, and streams MCP (SSE included) both ways.
+#[derive(Debug, Parser)]
+#[command(version, after_long_help = concat!(
+    "CONFIGURATION (TOML; names and places, never secret values):\n\n",
+    include_str!("../keyward.example.toml"),
+))]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, env = "KEYWARD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the configuration and exit: 0 when valid, 2 with the reason otherwise.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(path) = cli.config else {
+        eprintln!("keyward: no configuration; pass --config PATH or set KEYWARD_CONFIG");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("keyward: invalid configuration {}: {err}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            println!("{}: valid", path.display());
+            println!("{}", summary(&config));
+            ExitCode::SUCCESS
+        }
+        Command::Run => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = format!("{err:#}"), "keyward stopped");
+                eprintln!("keyward: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// What the configuration will do, with secret names and never values.
+fn summary(config: &Config) -> String {
+    let clients: Vec<String> =
+        config.ingress.clients.iter().map(|c| format!("{} (secret {})", c.id, c.secret)).collect();
+    let source = match config.secrets.source {
+        config::SecretSource::File => format!(
+            "files in {}",
+            config.secrets.dir.as_deref().map(|d| d.display().to_string()).unwrap_or_default()
+        ),
+        config::SecretSource::Keyvault => "Key Vault".to_owned(),
+    };
+    format!(
+        "ingress {} -> {}; admin {}; clients: {}; secrets: {source}",
+        config.ingress.listen,
+        config.ingress.backend,
+        config.admin.listen,
+        clients.join(", ")
+    )
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    keyward::telemetry::init(&config.telemetry);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let app = App::start(config).await?;
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            let mut hangup = signal(tokio::signal::unix::SignalKind::hangup());
+            while hangup.recv().await.is_some() {
+                store.request_reload();
+            }
+        });
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
+        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt());
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+        }
+        app.shutdown();
+        app.wait().await;
+        tracing::info!("keyward stopped");
+        Ok(())
+    })
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
+    tokio::signal::unix::signal(kind).expect("signal handlers can be installed")
+}
