@@ -1,1 +1,9 @@
-//! Support for the black-box suites.
+//! Support for keyward's test suites: a streaming test backend, an HTTP client, temporary
+//! secret directories, and a handle on the real `keyward` binary.
+//!
+//! Everything listens on and connects to loopback only.
+
+pub mod backend;
+pub mod client;
+pub mod dir;
+pub mod process;

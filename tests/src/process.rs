@@ -1,0 +1,126 @@
+//! The real `keyward` binary, started on `127.0.0.1:0` ports and stopped on drop.
+//!
+//! The binary is found beside the test executable (`target/<profile>/keyward`), which
+//! `cargo test --workspace` builds because the proxy crate has integration tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary built by the same `cargo test` run.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built; run `cargo test --workspace`", path.display());
+    path
+}
+
+/// A running keyward process.
+#[derive(Debug)]
+pub struct Keyward {
+    child: Child,
+    /// The ingress address it reported.
+    pub ingress: SocketAddr,
+    /// The admin address it reported.
+    pub admin: SocketAddr,
+    output: Arc<Mutex<String>>,
+}
+
+impl Keyward {
+    /// Starts `keyward --config <config>` and waits for its "keyward listening" log line.
+    pub fn start(config: &Path) -> Self {
+        let mut child = Command::new(binary("keyward"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "trace")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keyward");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for (stream, tx) in [(Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)), (Box::new(stderr), None)] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(tx) = &tx {
+                        if line.contains("keyward listening") {
+                            let _ = tx.send(line.clone());
+                        }
+                    }
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            panic!("keyward did not start:\n{}", output.lock().unwrap())
+        });
+        let field = |name: &str| -> SocketAddr {
+            let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+            value[name].as_str().expect("address field").parse().expect("address")
+        };
+        Self { ingress: field("ingress"), admin: field("admin"), child, output }
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(status.expect("kill").success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Keyward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; true if it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
