@@ -7,3 +7,4 @@ pub mod backend;
 pub mod client;
 pub mod dir;
 pub mod process;
+pub mod tls;
