@@ -89,7 +89,10 @@ impl App {
         }
         match secrets_config.source {
             SecretSource::File => {
-                let dir = secrets_config.dir.clone().expect("validated: file source has a dir");
+                let dir = secrets_config
+                    .dir
+                    .clone()
+                    .expect("validated: file source has a dir");
                 background.spawn(secrets::run(
                     store.clone(),
                     FileSource::new(dir),
@@ -121,7 +124,12 @@ impl App {
         let ingress_addr = local_addr("ingress", &ingress_listener)?;
         let admin_addr = local_addr("admin", &admin_listener)?;
 
-        let ingress = Arc::new(Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone()));
+        let ingress = Arc::new(Ingress::new(
+            ingress_config,
+            &config.backend_uri(),
+            auth,
+            metrics.clone(),
+        ));
         servers.spawn(server::serve(
             ingress_listener,
             tls,
@@ -134,7 +142,10 @@ impl App {
         ));
 
         let admin = Arc::new(Admin::new(store.clone(), metrics));
-        let admin_limits = ConnLimits { max_connections: 64, ..limits };
+        let admin_limits = ConnLimits {
+            max_connections: 64,
+            ..limits
+        };
         servers.spawn(server::serve(
             admin_listener,
             None,
@@ -147,7 +158,14 @@ impl App {
         ));
 
         tracing::info!(ingress = %ingress_addr, admin = %admin_addr, "keyward listening");
-        Ok(Self { ingress_addr, admin_addr, store, shutdown, servers, background })
+        Ok(Self {
+            ingress_addr,
+            admin_addr,
+            store,
+            shutdown,
+            servers,
+            background,
+        })
     }
 
     /// Stops accepting and begins the bounded drain.
@@ -167,10 +185,20 @@ impl App {
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            listener,
+            addr,
+            source,
+        })
 }
 
 fn local_addr(listener: &'static str, socket: &TcpListener) -> Result<SocketAddr, StartError> {
     let addr = ([0, 0, 0, 0], 0).into();
-    socket.local_addr().map_err(|source| StartError::Bind { listener, addr, source })
+    socket.local_addr().map_err(|source| StartError::Bind {
+        listener,
+        addr,
+        source,
+    })
 }

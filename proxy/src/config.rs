@@ -38,7 +38,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 /// The whole configuration.
@@ -134,7 +137,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: defaults::admin_listen() }
+        Self {
+            listen: defaults::admin_listen(),
+        }
     }
 }
 
@@ -269,8 +274,10 @@ mod defaults {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
@@ -341,8 +348,14 @@ impl Config {
             ("ingress.max_connections", ingress.max_connections as u64),
             ("ingress.max_header_bytes", ingress.max_header_bytes as u64),
             ("ingress.max_body_bytes", ingress.max_body_bytes),
-            ("ingress.auth_failures_per_minute", ingress.auth_failures_per_minute.into()),
-            ("ingress.auth_failure_burst", ingress.auth_failure_burst.into()),
+            (
+                "ingress.auth_failures_per_minute",
+                ingress.auth_failures_per_minute.into(),
+            ),
+            (
+                "ingress.auth_failure_burst",
+                ingress.auth_failure_burst.into(),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
@@ -381,7 +394,11 @@ impl Config {
 
     /// Every secret name the configuration refers to; readiness waits for all of them.
     pub fn referenced_secrets(&self) -> Vec<String> {
-        self.ingress.clients.iter().map(|c| c.secret.clone()).collect()
+        self.ingress
+            .clients
+            .iter()
+            .map(|c| c.secret.clone())
+            .collect()
     }
 
     /// The backend as a URI (validated at load).
@@ -392,7 +409,9 @@ impl Config {
 
 fn backend_uri(text: &str) -> Result<Uri, ConfigError> {
     let problem = "must be http://host:port of the MCP server in the pod (no path, no query)";
-    let uri: Uri = text.parse().map_err(|_| invalid("ingress.backend", problem))?;
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| invalid("ingress.backend", problem))?;
     let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
     if uri.scheme_str() != Some("http") || uri.authority().is_none() || !path_ok {
         return Err(invalid("ingress.backend", problem));
@@ -402,7 +421,9 @@ fn backend_uri(text: &str) -> Result<Uri, ConfigError> {
 
 fn is_client_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Secret names follow Key Vault's rules (1-127 of `0-9a-zA-Z-`), which also makes them safe
@@ -413,16 +434,25 @@ fn check_secret_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(key, "a secret name is 1-127 characters of 0-9 a-z A-Z -"))
+        Err(invalid(
+            key,
+            "a secret name is 1-127 characters of 0-9 a-z A-Z -",
+        ))
     }
 }
 
 fn is_origin(origin: &str) -> bool {
-    let Ok(uri) = origin.parse::<Uri>() else { return false };
+    let Ok(uri) = origin.parse::<Uri>() else {
+        return false;
+    };
     matches!(uri.scheme_str(), Some("http" | "https"))
         && uri.authority().is_some()
-        && !origin.trim_end_matches('/').contains(|c: char| c.is_whitespace())
-        && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        && !origin
+            .trim_end_matches('/')
+            .contains(|c: char| c.is_whitespace())
+        && uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
 }
 
 /// Replaces every double-quoted value in a parser message, so that a value typed into the wrong
@@ -471,7 +501,9 @@ pub mod duration {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).ok_or_else(|| {
-            serde::de::Error::custom("expected a duration such as \"250ms\", \"30s\", \"5m\", \"24h\"")
+            serde::de::Error::custom(
+                "expected a duration such as \"250ms\", \"30s\", \"5m\", \"24h\"",
+            )
         })
     }
 }
@@ -491,7 +523,9 @@ mod tests {
     "#;
 
     fn error_of(text: &str) -> String {
-        Config::parse(text).expect_err("must be refused").to_string()
+        Config::parse(text)
+            .expect_err("must be refused")
+            .to_string()
     }
 
     #[test]
@@ -506,7 +540,10 @@ mod tests {
         assert_eq!(config.ingress.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(config.admin.listen, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(config.secrets.refresh_interval, Duration::from_secs(60));
-        assert_eq!(config.referenced_secrets(), vec!["mcp-client-claude".to_owned()]);
+        assert_eq!(
+            config.referenced_secrets(),
+            vec!["mcp-client-claude".to_owned()]
+        );
         assert_eq!(config.backend_uri().port_u16(), Some(8081));
     }
 
@@ -514,7 +551,10 @@ mod tests {
     fn unknown_keys_are_named() {
         let text = MINIMAL.replace("[secrets]", "[secrets]\napi_key = \"sk-live-123\"");
         let err = error_of(&text);
-        assert!(err.starts_with("secrets.api_key: unknown field `api_key`"), "{err}");
+        assert!(
+            err.starts_with("secrets.api_key: unknown field `api_key`"),
+            "{err}"
+        );
         assert!(!err.contains("sk-live-123"), "{err}");
     }
 
@@ -532,7 +572,10 @@ mod tests {
     #[test]
     fn a_client_without_a_secret_is_refused() {
         let err = error_of(&MINIMAL.replace("secret = \"mcp-client-claude\"", ""));
-        assert!(err.starts_with("ingress.clients[0]: missing field `secret`"), "{err}");
+        assert!(
+            err.starts_with("ingress.clients[0]: missing field `secret`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -541,7 +584,10 @@ mod tests {
             "[secrets]",
             "[[ingress.clients]]\nid = \"claude\"\nsecret = \"other\"\n[secrets]",
         );
-        assert_eq!(error_of(&text), "ingress.clients[1].id: duplicate client id \"claude\"");
+        assert_eq!(
+            error_of(&text),
+            "ingress.clients[1].id: duplicate client id \"claude\""
+        );
     }
 
     #[test]
@@ -562,14 +608,38 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            ("[ingress]", "[ingress]\nbackend = \"https://example.com/mcp\"", "ingress.backend:"),
-            ("[ingress]", "[ingress]\nallowed_origins = [\"not an origin\"]", "ingress.allowed_origins[0]:"),
-            ("[ingress]", "[ingress]\nmax_body_bytes = 0", "ingress.max_body_bytes:"),
-            ("id = \"claude\"", "id = \"bad id\"", "ingress.clients[0].id:"),
-            ("secret = \"mcp-client-claude\"", "secret = \"../etc/passwd\"", "ingress.clients[0].secret:"),
+            (
+                "[ingress]",
+                "[ingress]\nbackend = \"https://example.com/mcp\"",
+                "ingress.backend:",
+            ),
+            (
+                "[ingress]",
+                "[ingress]\nallowed_origins = [\"not an origin\"]",
+                "ingress.allowed_origins[0]:",
+            ),
+            (
+                "[ingress]",
+                "[ingress]\nmax_body_bytes = 0",
+                "ingress.max_body_bytes:",
+            ),
+            (
+                "id = \"claude\"",
+                "id = \"bad id\"",
+                "ingress.clients[0].id:",
+            ),
+            (
+                "secret = \"mcp-client-claude\"",
+                "secret = \"../etc/passwd\"",
+                "ingress.clients[0].secret:",
+            ),
             ("dir = \"/tmp/secrets\"", "", "secrets.dir:"),
             ("source = \"file\"", "source = \"vault\"", "secrets.source:"),
-            ("[ingress]", "[ingress]\nheader_read_timeout = \"10 parsecs\"", "ingress.header_read_timeout:"),
+            (
+                "[ingress]",
+                "[ingress]\nheader_read_timeout = \"10 parsecs\"",
+                "ingress.header_read_timeout:",
+            ),
         ];
         for (from, to, key) in cases {
             let err = error_of(&MINIMAL.replace(from, to));
@@ -590,7 +660,15 @@ mod tests {
         assert_eq!(duration::parse("30s"), Some(Duration::from_secs(30)));
         assert_eq!(duration::parse("24h"), Some(Duration::from_secs(86_400)));
         assert_eq!(duration::parse("2d"), Some(Duration::from_secs(172_800)));
-        for bad in ["", "s", "10", "1.5s", "-1s", "10 s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "99999999999999999999d",
+        ] {
             assert_eq!(duration::parse(bad), None, "{bad}");
         }
     }

@@ -37,12 +37,18 @@ impl Upstream {
 
     /// Sends `request` and waits for the response headers. The body streams afterwards; dropping
     /// the returned future or body cancels the exchange on the upstream connection.
-    pub async fn send(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify(&err)),
             Err(_) => {
-                tracing::warn!(timeout_ms = self.timeout.as_millis() as u64, "upstream timed out");
+                tracing::warn!(
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "upstream timed out"
+                );
                 Err(ProxyError::UpstreamTimeout)
             }
         }

@@ -59,7 +59,10 @@ pub fn strip_client_credentials(headers: &mut HeaderMap) {
 
 /// Total size of a header section as HTTP/1.1 would carry it (names, values, `: ` and CRLF).
 pub fn section_size(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 #[cfg(test)]
@@ -101,7 +104,11 @@ mod tests {
     #[test]
     fn a_connection_header_cannot_protect_a_credential_from_stripping() {
         // "Connection: x-api-key" removes the key early; stripping still leaves nothing.
-        let mut headers = map(&[("connection", "close"), ("x-api-key", "k"), ("authorization", "Bearer t")]);
+        let mut headers = map(&[
+            ("connection", "close"),
+            ("x-api-key", "k"),
+            ("authorization", "Bearer t"),
+        ]);
         remove_hop_by_hop(&mut headers);
         strip_client_credentials(&mut headers);
         assert!(headers.is_empty());
@@ -123,7 +130,15 @@ mod tests {
         strip_client_credentials(&mut headers);
         let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["last-event-id", "mcp-method", "mcp-param-name", "mcp-protocol-version"]);
+        assert_eq!(
+            names,
+            [
+                "last-event-id",
+                "mcp-method",
+                "mcp-param-name",
+                "mcp-protocol-version"
+            ]
+        );
     }
 
     #[test]

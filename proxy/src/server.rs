@@ -87,7 +87,9 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -102,7 +104,8 @@ pub async fn serve<H, F>(
                 let timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(err)) => {
                             tracing::debug!(error = %err, "TLS handshake failed");
@@ -110,7 +113,9 @@ pub async fn serve<H, F>(
                         }
                         Err(_) => return,
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(error = %err, "connection ended with an error");
                     }
@@ -120,7 +125,10 @@ pub async fn serve<H, F>(
     }
 
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
 }

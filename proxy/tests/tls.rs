@@ -22,10 +22,16 @@ const KEY: &str = "tls-client-key-0123456789abcdef";
 
 /// One request over a fresh TLS connection; returns the status, the negotiated ALPN protocol
 /// and the server certificate's DER.
-async fn fetch(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+async fn fetch(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     let alpn = session.alpn_protocol().unwrap_or_default().to_vec();
     let leaf = session.peer_certificates().unwrap()[0].to_vec();
@@ -35,11 +41,15 @@ async fn fetch(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<(u
         .unwrap();
     let status = if alpn == b"h2" {
         let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
         tokio::spawn(conn);
         sender.send_request(request).await.unwrap().status()
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         sender.send_request(request).await.unwrap().status()
     };
@@ -81,10 +91,12 @@ async fn tls_terminates_with_alpn_and_reloads_a_renewed_certificate() {
     let addr = app.ingress_addr;
 
     let h2 = ca.client_config(&[b"h2", b"http/1.1"]);
-    assert!(eventually(Duration::from_secs(5), || async {
-        matches!(fetch(addr, h2.clone()).await, Ok((200, _, _)))
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            matches!(fetch(addr, h2.clone()).await, Ok((200, _, _)))
+        })
+        .await
+    );
     let (_, alpn, leaf) = fetch(addr, h2.clone()).await.unwrap();
     assert_eq!(alpn, b"h2");
     let (status, alpn, _) = fetch(addr, ca.client_config(&[b"http/1.1"])).await.unwrap();
@@ -100,7 +112,9 @@ async fn tls_terminates_with_alpn_and_reloads_a_renewed_certificate() {
     dir.write("tls.crt", &second.cert_pem);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            fetch(addr, h2.clone()).await.is_ok_and(|(_, _, now)| now != leaf)
+            fetch(addr, h2.clone())
+                .await
+                .is_ok_and(|(_, _, now)| now != leaf)
         })
         .await,
         "the renewed certificate was never served"

@@ -61,7 +61,9 @@ impl TestBackend {
         let state = (seen.clone(), streams_tx);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
@@ -74,7 +76,12 @@ impl TestBackend {
                 });
             }
         });
-        Self { addr, seen, streams: tokio::sync::Mutex::new(streams_rx), task }
+        Self {
+            addr,
+            seen,
+            streams: tokio::sync::Mutex::new(streams_rx),
+            task,
+        }
     }
 
     /// Every request recorded so far.
@@ -87,7 +94,8 @@ impl TestBackend {
     pub async fn next_stream(&self) -> mpsc::Sender<Bytes> {
         let mut streams = self.streams.lock().await;
         let next = tokio::time::timeout(Duration::from_secs(10), streams.recv()).await;
-        next.expect("an /sse request within 10 s").expect("backend running")
+        next.expect("an /sse request within 10 s")
+            .expect("backend running")
     }
 }
 
@@ -99,7 +107,11 @@ async fn answer(
     streams: &mpsc::UnboundedSender<mpsc::Sender<Bytes>>,
 ) -> Response<Reply> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
@@ -123,8 +135,12 @@ async fn answer(
         _ => {
             let mut response = json(StatusCode::OK, "{\"ok\":true}");
             // Hop-by-hop headers a proxy must not pass back.
-            response.headers_mut().insert("connection", "x-backend-private".parse().unwrap());
-            response.headers_mut().insert("x-backend-private", "1".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("connection", "x-backend-private".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("x-backend-private", "1".parse().unwrap());
             response
         }
     }
@@ -134,7 +150,9 @@ fn json(status: StatusCode, body: &'static str) -> Response<Reply> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(http_body_util::Either::Left(Full::new(Bytes::from_static(body.as_bytes()))))
+        .body(http_body_util::Either::Left(Full::new(Bytes::from_static(
+            body.as_bytes(),
+        ))))
         .unwrap()
 }
 
@@ -158,6 +176,8 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }

@@ -13,9 +13,16 @@ use std::time::{Duration, Instant};
 /// Path of a workspace binary built by the same `cargo test` run.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built; run `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
@@ -46,7 +53,10 @@ impl Keyward {
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        for (stream, tx) in [(Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)), (Box::new(stderr), None)] {
+        for (stream, tx) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)),
+            (Box::new(stderr), None),
+        ] {
             let output = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -61,14 +71,23 @@ impl Keyward {
                 }
             });
         }
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            panic!("keyward did not start:\n{}", output.lock().unwrap())
-        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("keyward did not start:\n{}", output.lock().unwrap()));
         let field = |name: &str| -> SocketAddr {
             let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-            value[name].as_str().expect("address field").parse().expect("address")
+            value[name]
+                .as_str()
+                .expect("address field")
+                .parse()
+                .expect("address")
         };
-        Self { ingress: field("ingress"), admin: field("admin"), child, output }
+        Self {
+            ingress: field("ingress"),
+            admin: field("admin"),
+            child,
+            output,
+        }
     }
 
     /// Everything the process wrote to stdout and stderr so far.
@@ -83,7 +102,10 @@ impl Keyward {
 
     /// Sends a signal by name (`TERM`, `HUP`, ...).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
         assert!(status.expect("kill").success());
     }
 

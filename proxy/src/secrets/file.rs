@@ -28,7 +28,10 @@ pub struct FileSource {
 impl FileSource {
     /// A source over `dir`.
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir, warned: Mutex::new(HashSet::new()) }
+        Self {
+            dir,
+            warned: Mutex::new(HashSet::new()),
+        }
     }
 
     /// Loads one secret. Names were validated at config load, so they hold no path separator.
@@ -101,8 +104,8 @@ mod tests {
             pub(super) fn new() -> Self {
                 static N: AtomicUsize = AtomicUsize::new(0);
                 let n = N.fetch_add(1, Ordering::Relaxed);
-                let path = std::env::temp_dir()
-                    .join(format!("keyward-file-{}-{n}", std::process::id()));
+                let path =
+                    std::env::temp_dir().join(format!("keyward-file-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&path).unwrap();
                 Self(path)
             }
@@ -153,7 +156,10 @@ mod tests {
     fn oversize_files_are_refused() {
         let dir = dir();
         std::fs::write(dir.path().join("big"), vec![b'a'; 70_000]).unwrap();
-        assert!(matches!(FileSource::new(dir.path().into()).load("big"), Loaded::Missing));
+        assert!(matches!(
+            FileSource::new(dir.path().into()).load("big"),
+            Loaded::Missing
+        ));
     }
 
     #[cfg(unix)]
@@ -163,7 +169,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("..data")).unwrap();
         std::fs::write(dir.path().join("..data/k"), "linked").unwrap();
         std::os::unix::fs::symlink("..data/k", dir.path().join("k")).unwrap();
-        assert_eq!(value(FileSource::new(dir.path().into()).load("k")), b"linked");
+        assert_eq!(
+            value(FileSource::new(dir.path().into()).load("k")),
+            b"linked"
+        );
     }
 
     #[cfg(unix)]

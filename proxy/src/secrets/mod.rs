@@ -87,7 +87,10 @@ impl SecretStore {
     pub fn new(mut names: Vec<String>, overlap: Duration) -> Self {
         names.sort();
         names.dedup();
-        let empty = Snapshot { missing: names.clone(), ..Snapshot::default() };
+        let empty = Snapshot {
+            missing: names.clone(),
+            ..Snapshot::default()
+        };
         Self {
             current: ArcSwap::from_pointee(empty),
             changed: watch::channel(()).0,
@@ -147,11 +150,17 @@ impl SecretStore {
                     if self.overlap.is_zero() {
                         previous.clear();
                     }
-                    Some(Versions { current: value, previous })
+                    Some(Versions {
+                        current: value,
+                        previous,
+                    })
                 }
                 (Loaded::Value(value), None) => {
                     changed.push(name.clone());
-                    Some(Versions { current: value, previous: Vec::new() })
+                    Some(Versions {
+                        current: value,
+                        previous: Vec::new(),
+                    })
                 }
                 (Loaded::Missing, before) => {
                     if before.is_some() {
@@ -173,8 +182,16 @@ impl SecretStore {
         }
         missing.sort();
         let publish = !changed.is_empty() || expired_any || missing != old.missing;
-        let loaded_at = if answered { Some(SystemTime::now()) } else { old.loaded_at };
-        self.current.store(Arc::new(Snapshot { secrets, missing, loaded_at }));
+        let loaded_at = if answered {
+            Some(SystemTime::now())
+        } else {
+            old.loaded_at
+        };
+        self.current.store(Arc::new(Snapshot {
+            secrets,
+            missing,
+            loaded_at,
+        }));
         if publish {
             self.changed.send_replace(());
         }
@@ -200,10 +217,16 @@ mod tests {
         assert!(!store.snapshot().is_complete());
         assert_eq!(store.snapshot().missing(), ["a", "b"]);
         let now = Instant::now();
-        store.apply(vec![("a".into(), value("1")), ("b".into(), Loaded::Missing)], now);
+        store.apply(
+            vec![("a".into(), value("1")), ("b".into(), Loaded::Missing)],
+            now,
+        );
         assert!(!store.snapshot().is_complete());
         assert_eq!(store.snapshot().missing(), ["b"]);
-        store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
+        store.apply(
+            vec![("a".into(), value("1")), ("b".into(), value("2"))],
+            now,
+        );
         assert!(store.snapshot().is_complete());
     }
 
@@ -211,8 +234,14 @@ mod tests {
     fn a_new_value_keeps_the_old_one_for_the_overlap() {
         let store = store();
         let t0 = Instant::now();
-        store.apply(vec![("a".into(), value("old")), ("b".into(), value("x"))], t0);
-        let changed = store.apply(vec![("a".into(), value("new")), ("b".into(), value("x"))], t0);
+        store.apply(
+            vec![("a".into(), value("old")), ("b".into(), value("x"))],
+            t0,
+        );
+        let changed = store.apply(
+            vec![("a".into(), value("new")), ("b".into(), value("x"))],
+            t0,
+        );
         assert_eq!(changed, ["a"]);
         let snap = store.snapshot();
         let a = snap.get("a").unwrap();
@@ -222,7 +251,10 @@ mod tests {
         assert_eq!(a.previous[0].1, t0 + Duration::from_secs(60));
         // After the overlap the previous value is dropped at the next load.
         let later = t0 + Duration::from_secs(61);
-        store.apply(vec![("a".into(), value("new")), ("b".into(), value("x"))], later);
+        store.apply(
+            vec![("a".into(), value("new")), ("b".into(), value("x"))],
+            later,
+        );
         assert!(store.snapshot().get("a").unwrap().previous.is_empty());
     }
 
@@ -230,20 +262,35 @@ mod tests {
     fn an_unavailable_source_keeps_the_last_good_value() {
         let store = store();
         let now = Instant::now();
-        store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
+        store.apply(
+            vec![("a".into(), value("1")), ("b".into(), value("2"))],
+            now,
+        );
         let mut rx = store.subscribe();
         rx.mark_unchanged();
-        store.apply(vec![("a".into(), Loaded::Unavailable), ("b".into(), value("2"))], now);
+        store.apply(
+            vec![("a".into(), Loaded::Unavailable), ("b".into(), value("2"))],
+            now,
+        );
         assert_eq!(store.snapshot().get("a").unwrap().current.expose(), b"1");
-        assert!(!rx.has_changed().unwrap(), "nothing changed, nothing published");
+        assert!(
+            !rx.has_changed().unwrap(),
+            "nothing changed, nothing published"
+        );
     }
 
     #[test]
     fn a_removed_secret_is_gone_at_once() {
         let store = store();
         let now = Instant::now();
-        store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
-        store.apply(vec![("a".into(), Loaded::Missing), ("b".into(), value("2"))], now);
+        store.apply(
+            vec![("a".into(), value("1")), ("b".into(), value("2"))],
+            now,
+        );
+        store.apply(
+            vec![("a".into(), Loaded::Missing), ("b".into(), value("2"))],
+            now,
+        );
         assert!(store.snapshot().get("a").is_none());
         assert!(!store.snapshot().is_complete());
     }

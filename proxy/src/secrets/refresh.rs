@@ -23,8 +23,11 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_complete = None;
     loop {
-        let results: Vec<_> =
-            store.names().iter().map(|name| (name.clone(), source.load(name))).collect();
+        let results: Vec<_> = store
+            .names()
+            .iter()
+            .map(|name| (name.clone(), source.load(name)))
+            .collect();
         report(&results);
         let changed = store.apply(results, Instant::now());
         for name in &changed {
@@ -33,7 +36,10 @@ pub async fn run(
         let snapshot = store.snapshot();
         if was_complete != Some(snapshot.is_complete()) {
             if snapshot.is_complete() {
-                tracing::info!(secrets = store.names().len(), "every referenced secret is loaded");
+                tracing::info!(
+                    secrets = store.names().len(),
+                    "every referenced secret is loaded"
+                );
             } else {
                 tracing::warn!(missing = ?snapshot.missing(), "secrets missing; not ready");
             }
