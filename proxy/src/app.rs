@@ -11,6 +11,8 @@ use tokio::task::JoinSet;
 use crate::admin::Admin;
 use crate::auth::{Authenticator, FailureLimiter};
 use crate::config::{Config, SecretSource};
+use crate::egress::Egress;
+use crate::forward::TrustError;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::secrets::{self, FileSource, SecretStore};
@@ -34,6 +36,9 @@ pub enum StartError {
     /// The TLS certificate or key is unusable.
     #[error("ingress TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The egress extra CA is unusable.
+    #[error("egress.extra_ca: {0}")]
+    Trust(#[from] TrustError),
 }
 
 /// A running keyward.
@@ -41,6 +46,8 @@ pub enum StartError {
 pub struct App {
     /// The bound ingress address (useful with port 0).
     pub ingress_addr: SocketAddr,
+    /// The bound egress address, when egress is configured.
+    pub egress_addr: Option<SocketAddr>,
     /// The bound admin address.
     pub admin_addr: SocketAddr,
     /// The secret store, for reloads and inspection.
@@ -54,33 +61,51 @@ pub struct App {
 
 impl App {
     /// Binds every listener and starts serving. Secrets load in the background; until they
-    /// are, the ingress refuses every request and `/readyz` says why.
+    /// are, both paths refuse every request and `/readyz` says why.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let (shutdown, _) = watch::channel(false);
         let mut servers = JoinSet::new();
         let mut background = JoinSet::new();
         let metrics = Arc::new(Metrics::default());
+        let ingress_config = &config.ingress;
         let secrets_config = &config.secrets;
         let store = Arc::new(SecretStore::new(
             config.referenced_secrets(),
             secrets_config.rotation_overlap,
         ));
 
-        let ingress_config = &config.ingress;
         let limiter = FailureLimiter::new(
             ingress_config.auth_failures_per_minute,
             ingress_config.auth_failure_burst,
         );
         let auth = Arc::new(Authenticator::new(limiter));
+        let egress = match &config.egress {
+            Some(egress_config) => {
+                let egress = Egress::new(
+                    egress_config,
+                    ingress_config.max_header_bytes,
+                    ingress_config.max_body_bytes,
+                    metrics.clone(),
+                )?;
+                Some((egress_config, Arc::new(egress)))
+            }
+            None => None,
+        };
 
-        // Subscribe before the first load so the first snapshot is never missed.
+        // Everything derived from secrets is rebuilt from each new snapshot. Subscribing
+        // before the first load means the first snapshot is never missed.
         let mut changed = store.subscribe();
-        let clients = Arc::new(ingress_config.clients.clone());
         {
-            let (auth, store, clients) = (auth.clone(), store.clone(), clients.clone());
+            let (auth, store) = (auth.clone(), store.clone());
+            let clients = ingress_config.clients.clone();
+            let egress = egress.as_ref().map(|(_, egress)| egress.clone());
             background.spawn(async move {
                 loop {
-                    auth.rebuild(&clients, &store.snapshot());
+                    let snapshot = store.snapshot();
+                    auth.rebuild(&clients, &snapshot);
+                    if let Some(egress) = &egress {
+                        egress.rebuild(&snapshot);
+                    }
                     if changed.changed().await.is_err() {
                         return;
                     }
@@ -120,10 +145,7 @@ impl App {
         };
 
         let ingress_listener = bind("ingress", ingress_config.listen).await?;
-        let admin_listener = bind("admin", config.admin.listen).await?;
         let ingress_addr = local_addr("ingress", &ingress_listener)?;
-        let admin_addr = local_addr("admin", &admin_listener)?;
-
         let ingress = Arc::new(Ingress::new(
             ingress_config,
             &config.backend_uri(),
@@ -141,6 +163,36 @@ impl App {
             shutdown.subscribe(),
         ));
 
+        let egress_addr = match egress {
+            Some((egress_config, egress)) => {
+                if egress_config.unsafe_listen_beyond_loopback
+                    && !egress_config.listen.ip().is_loopback()
+                {
+                    tracing::warn!(
+                        listen = %egress_config.listen,
+                        "egress listens beyond loopback: anything that reaches it borrows the \
+                         injected credentials"
+                    );
+                }
+                let listener = bind("egress", egress_config.listen).await?;
+                let addr = local_addr("egress", &listener)?;
+                servers.spawn(server::serve(
+                    listener,
+                    None,
+                    limits,
+                    move |request, _peer| {
+                        let egress = egress.clone();
+                        async move { egress.handle(request).await }
+                    },
+                    shutdown.subscribe(),
+                ));
+                Some(addr)
+            }
+            None => None,
+        };
+
+        let admin_listener = bind("admin", config.admin.listen).await?;
+        let admin_addr = local_addr("admin", &admin_listener)?;
         let admin = Arc::new(Admin::new(store.clone(), metrics));
         let admin_limits = ConnLimits {
             max_connections: 64,
@@ -150,16 +202,19 @@ impl App {
             admin_listener,
             None,
             admin_limits,
-            move |request, peer| {
-                let response = admin.handle(&request, peer);
-                std::future::ready(response)
-            },
+            move |request, peer| std::future::ready(admin.handle(&request, peer)),
             shutdown.subscribe(),
         ));
 
-        tracing::info!(ingress = %ingress_addr, admin = %admin_addr, "keyward listening");
+        tracing::info!(
+            ingress = %ingress_addr,
+            egress = egress_addr.map(|a| a.to_string()),
+            admin = %admin_addr,
+            "keyward listening"
+        );
         Ok(Self {
             ingress_addr,
+            egress_addr,
             admin_addr,
             store,
             shutdown,

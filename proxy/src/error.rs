@@ -98,13 +98,15 @@ impl ProxyError {
     }
 
     /// The response the client sees. `challenge` is the `WWW-Authenticate` value for 401s.
-    pub fn into_response(self, challenge: &HeaderValue) -> Response<Body> {
+    pub fn into_response(self, challenge: Option<&HeaderValue>) -> Response<Body> {
         let (status, code) = self.status();
         let mut response = json(status, code);
         let headers = response.headers_mut();
         match self {
             ProxyError::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+                if let Some(challenge) = challenge {
+                    headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+                }
             }
             ProxyError::RateLimited(seconds) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -140,12 +142,12 @@ mod tests {
     #[tokio::test]
     async fn bodies_are_short_fixed_json() {
         let challenge = HeaderValue::from_static("ApiKey");
-        let response = ProxyError::Unauthorized.into_response(&challenge);
+        let response = ProxyError::Unauthorized.into_response(Some(&challenge));
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "ApiKey");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "{\"error\":\"unauthorized\"}");
-        let limited = ProxyError::RateLimited(7).into_response(&challenge);
+        let limited = ProxyError::RateLimited(7).into_response(None);
         assert_eq!(limited.status(), 429);
         assert_eq!(limited.headers()[header::RETRY_AFTER], "7");
     }

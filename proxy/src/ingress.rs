@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -21,7 +21,7 @@ use crate::config::IngressConfig;
 use crate::error::ProxyError;
 use crate::forward::Upstream;
 use crate::headers::{self, X_KEYWARD_CLIENT};
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::Body;
 
 /// The ingress handler, shared by every connection.
@@ -29,6 +29,7 @@ use crate::Body;
 pub struct Ingress {
     auth: Arc<Authenticator>,
     backend: Upstream,
+    backend_timeout: Duration,
     backend_authority: Authority,
     backend_host: HeaderValue,
     allowed_origins: Vec<HeaderValue>,
@@ -54,7 +55,8 @@ impl Ingress {
         };
         Self {
             auth,
-            backend: Upstream::http(config.backend_timeout),
+            backend: Upstream::http(),
+            backend_timeout: config.backend_timeout,
             backend_host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
             backend_authority: authority,
             allowed_origins: config
@@ -77,10 +79,10 @@ impl Ingress {
         let path = request.uri().path().to_owned();
         let (response, client) = match self.proxy(request, peer).await {
             Ok((response, client)) => (response, Some(client)),
-            Err(err) => (err.into_response(&self.challenge), None),
+            Err(err) => (err.into_response(Some(&self.challenge)), None),
         };
         let status = response.status();
-        self.metrics.record_ingress(status);
+        self.metrics.record(Listener::Ingress, status);
         tracing::info!(
             target: "keyward::access",
             listener = "ingress",
@@ -166,7 +168,7 @@ impl Ingress {
             .headers
             .insert(header::HOST, self.backend_host.clone());
         let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
-        let mut response = self.backend.send(request).await?;
+        let mut response = self.backend.send(request, self.backend_timeout).await?;
         headers::remove_hop_by_hop(response.headers_mut());
         Ok((response.map(Either::Left), client.id))
     }

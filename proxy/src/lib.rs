@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod forward;
 pub mod headers;

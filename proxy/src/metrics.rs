@@ -22,19 +22,30 @@ const REASONS: [&str; 7] = [
     "no_keys_loaded",
 ];
 
+/// The listener a response was sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Clients in.
+    Ingress = 0,
+    /// The backend out.
+    Egress = 1,
+}
+
+const LISTENERS: [&str; 2] = ["ingress", "egress"];
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Ingress responses by status class 1xx..5xx.
-    ingress: [AtomicU64; 5],
+    /// Responses by listener and status class 1xx..5xx.
+    requests: [[AtomicU64; 5]; 2],
     auth_failures: [AtomicU64; REASONS.len()],
 }
 
 impl Metrics {
-    /// Counts one ingress response.
-    pub fn record_ingress(&self, status: StatusCode) {
+    /// Counts one response.
+    pub fn record(&self, listener: Listener, status: StatusCode) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.ingress[class].fetch_add(1, Ordering::Relaxed);
+        self.requests[listener as usize][class].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one refused authentication.
@@ -53,13 +64,15 @@ impl Metrics {
             "# HELP keyward_requests_total Responses sent, by listener and status class.\n",
         );
         out.push_str("# TYPE keyward_requests_total counter\n");
-        for (i, count) in self.ingress.iter().enumerate() {
-            let n = count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "keyward_requests_total{{listener=\"ingress\",class=\"{}xx\"}} {n}",
-                i + 1
-            );
+        for (listener, classes) in LISTENERS.iter().zip(&self.requests) {
+            for (i, count) in classes.iter().enumerate() {
+                let n = count.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "keyward_requests_total{{listener=\"{listener}\",class=\"{}xx\"}} {n}",
+                    i + 1
+                );
+            }
         }
         out.push_str("# HELP keyward_auth_failures_total Refused authentications, by reason.\n");
         out.push_str("# TYPE keyward_auth_failures_total counter\n");
@@ -96,12 +109,14 @@ mod tests {
     #[test]
     fn renders_counters_by_class_and_reason() {
         let metrics = Metrics::default();
-        metrics.record_ingress(StatusCode::OK);
-        metrics.record_ingress(StatusCode::UNAUTHORIZED);
+        metrics.record(Listener::Ingress, StatusCode::OK);
+        metrics.record(Listener::Ingress, StatusCode::UNAUTHORIZED);
+        metrics.record(Listener::Egress, StatusCode::BAD_GATEWAY);
         metrics.record_auth_failure(Denial::Invalid);
         let text = metrics.render(&Snapshot::default(), 2);
         assert!(text.contains("keyward_requests_total{listener=\"ingress\",class=\"2xx\"} 1\n"));
         assert!(text.contains("keyward_requests_total{listener=\"ingress\",class=\"4xx\"} 1\n"));
+        assert!(text.contains("keyward_requests_total{listener=\"egress\",class=\"5xx\"} 1\n"));
         assert!(text.contains("keyward_auth_failures_total{reason=\"invalid\"} 1\n"));
         assert!(text.contains("keyward_secrets_referenced 2\n"));
     }

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,14 +18,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 /// One request as the backend received it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     /// Method.
     pub method: String,
-    /// Path and query.
+    /// Path and query (also for h2, whose request URIs are absolute).
     pub uri: String,
+    /// HTTP version, e.g. `HTTP/2.0`.
+    pub version: String,
     /// Every header, as received.
     pub headers: HeaderMap,
     /// The whole body.
@@ -33,14 +37,16 @@ pub struct Seen {
 
 /// A running test backend on `127.0.0.1:0`; it stops when dropped.
 ///
-/// Paths: `/sse` streams events sent through the handle from [`TestBackend::next_stream`];
-/// `/slow` answers after two seconds; every other path records the request and answers
-/// `{"ok":true}`.
+/// Paths (matched by their last segment, so a base path may precede them): `/sse` streams
+/// events sent through the handle from [`TestBackend::next_stream`]; `/slow` answers after two
+/// seconds; `/redirect` answers 302 to another host; every other path records the request and
+/// answers `{"ok":true}`.
 #[derive(Debug)]
 pub struct TestBackend {
     /// Where it listens.
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
     streams: tokio::sync::Mutex<mpsc::UnboundedReceiver<mpsc::Sender<Bytes>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -52,36 +58,69 @@ impl Drop for TestBackend {
 }
 
 impl TestBackend {
-    /// Starts the backend.
+    /// Starts a plain-HTTP backend (HTTP/1.1 and h2c).
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a backend that speaks TLS (h2 or HTTP/1.1 by ALPN) with `tls`.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (streams_tx, streams_rx) = mpsc::unbounded_channel();
         let state = (seen.clone(), streams_tx);
+        let counter = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(answer(request, &state.0, &state.1).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
+        let streams = tokio::sync::Mutex::new(streams_rx);
         Self {
             addr,
             seen,
-            streams: tokio::sync::Mutex::new(streams_rx),
+            connections,
+            streams,
             task,
         }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Every request recorded so far.
@@ -114,12 +153,23 @@ async fn answer(
         .unwrap_or_default();
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
-        uri: parts.uri.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        version: format!("{:?}", parts.version),
         headers: parts.headers.clone(),
         body,
     });
-    match parts.uri.path() {
-        "/sse" => {
+    let last = parts.uri.path().rsplit('/').next().unwrap_or_default();
+    match last {
+        "redirect" => Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", "https://elsewhere.example/steal")
+            .body(http_body_util::Either::Left(Full::new(Bytes::new())))
+            .unwrap(),
+        "sse" => {
             let (tx, rx) = mpsc::channel(16);
             let _ = streams.send(tx);
             Response::builder()
@@ -128,7 +178,7 @@ async fn answer(
                 .body(http_body_util::Either::Right(ChannelBody(rx)))
                 .unwrap()
         }
-        "/slow" => {
+        "slow" => {
             tokio::time::sleep(Duration::from_secs(2)).await;
             json(StatusCode::OK, "{\"ok\":true}")
         }

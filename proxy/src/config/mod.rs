@@ -12,8 +12,12 @@ use std::time::Duration;
 use http::Uri;
 use serde::Deserialize;
 
+mod egress;
+
+pub use egress::{upstream_uri, EgressConfig, RouteConfig};
+
 /// The reference configuration shown by `keyward --help` and checked by a test.
-pub const REFERENCE: &str = include_str!("../keyward.example.toml");
+pub const REFERENCE: &str = include_str!("../../keyward.example.toml");
 
 /// A problem with the configuration, naming the key it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,8 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// The client-facing listener.
     pub ingress: IngressConfig,
+    /// The loopback listener through which the backend reaches allow-listed upstreams.
+    pub egress: Option<EgressConfig>,
     /// Health, readiness and metrics.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -371,6 +377,17 @@ impl Config {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        if let Some(egress) = &self.egress {
+            egress.validate()?;
+            for (i, route) in egress.routes.iter().enumerate() {
+                if secrets.contains(route.secret.as_str()) {
+                    return Err(invalid(
+                        format!("egress.routes[{i}].secret"),
+                        "is also a client key; an upstream credential must be its own secret",
+                    ));
+                }
+            }
+        }
         self.validate_secrets()
     }
 
@@ -394,11 +411,15 @@ impl Config {
 
     /// Every secret name the configuration refers to; readiness waits for all of them.
     pub fn referenced_secrets(&self) -> Vec<String> {
-        self.ingress
-            .clients
+        let clients = self.ingress.clients.iter().map(|c| c.secret.clone());
+        let routes = self
+            .egress
             .iter()
-            .map(|c| c.secret.clone())
-            .collect()
+            .flat_map(|e| e.routes.iter().map(|r| r.secret.clone()));
+        let mut names: Vec<String> = clients.chain(routes).collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The backend as a URI (validated at load).

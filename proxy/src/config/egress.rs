@@ -1,0 +1,271 @@
+//! `[egress]`: the allow-list of upstreams the backend may reach through keyward, and the
+//! credential each one gets. Anything not listed here is never forwarded.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::Uri;
+use serde::Deserialize;
+
+use super::{check_secret_name, duration, invalid, ConfigError};
+
+/// `[egress]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Where the backend connects; loopback only unless the option below says otherwise.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Lets the egress listener bind beyond loopback, where any neighbour could borrow the
+    /// injected credentials. Off by default; keyward warns at every start when it is on.
+    #[serde(default)]
+    pub unsafe_listen_beyond_loopback: bool,
+    /// PEM CA certificates trusted in addition to the public roots (private upstreams).
+    pub extra_ca: Option<PathBuf>,
+    /// The allow-listed routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[egress.routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix on the egress listener, `/name/`.
+    pub prefix: String,
+    /// Upstream base URL ending in `/`; https, or http for a loopback host only.
+    pub upstream: String,
+    /// The credential header to inject.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Name of the secret holding the credential.
+    pub secret: String,
+    /// Time to the upstream's response headers (504 after).
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Extra static, non-secret headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+
+fn default_header() -> String {
+    "Ocp-Apim-Subscription-Key".into()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Words in header names that carry credentials: such a header is never static config.
+const CREDENTIAL_HINTS: [&str; 6] = ["key", "token", "secret", "auth", "password", "cookie"];
+
+impl EgressConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.unsafe_listen_beyond_loopback {
+            return Err(invalid(
+                "egress.listen",
+                "must be a loopback address (127.0.0.0/8 or ::1): anything that reaches it \
+                 borrows the injected credentials; set unsafe_listen_beyond_loopback = true \
+                 only if a network policy confines it",
+            ));
+        }
+        if self.routes.is_empty() {
+            return Err(invalid("egress.routes", "at least one route is required"));
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("egress.routes[{i}].{field}");
+            let prefix_ok = route.prefix.len() >= 3
+                && route.prefix.starts_with('/')
+                && route.prefix.ends_with('/')
+                && route
+                    .prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+                && !route.prefix.split('/').any(|s| s == "." || s == "..");
+            if !prefix_ok {
+                return Err(invalid(
+                    key("prefix"),
+                    "must look like /name/ (letters, digits, - _ .)",
+                ));
+            }
+            if !prefixes.insert(route.prefix.as_str()) {
+                return Err(invalid(key("prefix"), "another route has the same prefix"));
+            }
+            upstream_uri(&route.upstream).map_err(|problem| invalid(key("upstream"), problem))?;
+            let header = HeaderName::from_bytes(route.header.as_bytes())
+                .map_err(|_| invalid(key("header"), "not a valid header name"))?;
+            if matches!(
+                header.as_str(),
+                "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
+            ) {
+                return Err(invalid(key("header"), "cannot carry a credential"));
+            }
+            check_secret_name(&key("secret"), &route.secret)?;
+            if route.timeout.is_zero() {
+                return Err(invalid(key("timeout"), "must be longer than zero"));
+            }
+            for (name, value) in &route.headers {
+                let field = key(&format!("headers.{name}"));
+                let parsed = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid(field.clone(), "not a valid header name"))?;
+                if CREDENTIAL_HINTS
+                    .iter()
+                    .any(|hint| parsed.as_str().contains(hint))
+                    || parsed == header
+                {
+                    return Err(invalid(
+                        field,
+                        "looks like a credential; credentials come from the secret store, never the config",
+                    ));
+                }
+                HeaderValue::from_str(value)
+                    .map_err(|_| invalid(field, "not a valid header value"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a route's upstream: `https://host[:port]/base/`, or `http://` to a loopback host.
+pub fn upstream_uri(text: &str) -> Result<Uri, &'static str> {
+    const SHAPE: &str = "must be https://host[:port]/path/ (http only for a loopback host), \
+                         ending in /, with no query or user info";
+    let uri: Uri = text.parse().map_err(|_| SHAPE)?;
+    let authority = uri.authority().ok_or(SHAPE)?;
+    if authority.as_str().contains('@') || uri.query().is_some() || !uri.path().ends_with('/') {
+        return Err(SHAPE);
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if is_loopback_host(authority.host()) => Ok(uri),
+        Some("http") => Err("plain http is allowed only to a loopback host; use https"),
+        _ => Err(SHAPE),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn with_egress(egress: &str) -> Result<Config, String> {
+        let text = format!(
+            "[ingress]\n[[ingress.clients]]\nid = \"c\"\nsecret = \"client\"\n{egress}\n\
+             [secrets]\nsource = \"file\"\ndir = \"/s\"\n"
+        );
+        Config::parse(&text).map_err(|e| e.to_string())
+    }
+
+    const ROUTE: &str = "[[egress.routes]]\nprefix = \"/health/\"\n\
+                         upstream = \"https://apim.example.net/b/\"\nsecret = \"apim\"\n";
+
+    #[test]
+    fn a_valid_route_is_referenced_for_readiness() {
+        let config = with_egress(&format!("[egress]\n{ROUTE}")).unwrap();
+        assert_eq!(config.referenced_secrets(), ["apim", "client"]);
+        let egress = config.egress.unwrap();
+        assert_eq!(egress.listen, default_listen());
+        assert_eq!(egress.routes[0].header, "Ocp-Apim-Subscription-Key");
+    }
+
+    #[test]
+    fn egress_stays_on_loopback_unless_loudly_allowed() {
+        let err =
+            with_egress(&format!("[egress]\nlisten = \"0.0.0.0:8090\"\n{ROUTE}")).unwrap_err();
+        assert!(
+            err.starts_with("egress.listen: must be a loopback address"),
+            "{err}"
+        );
+        let allowed = "[egress]\nlisten = \"0.0.0.0:8090\"\nunsafe_listen_beyond_loopback = true\n";
+        assert!(with_egress(&format!("{allowed}{ROUTE}")).is_ok());
+        assert!(with_egress(&format!("[egress]\nlisten = \"[::1]:8090\"\n{ROUTE}")).is_ok());
+    }
+
+    #[test]
+    fn routes_are_checked_key_by_key() {
+        let cases = [
+            (
+                "prefix = \"/health/\"",
+                "prefix = \"health\"",
+                "egress.routes[0].prefix:",
+            ),
+            (
+                "prefix = \"/health/\"",
+                "prefix = \"/../\"",
+                "egress.routes[0].prefix:",
+            ),
+            (
+                "https://apim.example.net/b/",
+                "http://apim.example.net/b/",
+                "egress.routes[0].upstream:",
+            ),
+            (
+                "secret = \"apim\"",
+                "secret = \"client\"",
+                "egress.routes[0].secret: is also a client key",
+            ),
+            (
+                "secret = \"apim\"",
+                "secret = \"apim\"\nheader = \"Host\"",
+                "egress.routes[0].header:",
+            ),
+            (
+                "secret = \"apim\"",
+                "secret = \"apim\"\ntimeout = \"0s\"",
+                "egress.routes[0].timeout:",
+            ),
+            (
+                "secret = \"apim\"",
+                "secret = \"apim\"\nheaders = { \"X-Api-Token\" = \"sk-live-1\" }",
+                "egress.routes[0].headers.X-Api-Token: looks like a credential",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let err = with_egress(&format!("[egress]\n{}", ROUTE.replace(from, to))).unwrap_err();
+            assert!(err.starts_with(expected), "{to}: {err}");
+            assert!(!err.contains("sk-live-1"), "{err}");
+        }
+        let twice = format!("[egress]\n{ROUTE}{ROUTE}");
+        assert!(with_egress(&twice)
+            .unwrap_err()
+            .starts_with("egress.routes[1].prefix:"));
+        assert!(with_egress("[egress]\n")
+            .unwrap_err()
+            .starts_with("egress.routes:"));
+    }
+
+    #[test]
+    fn upstreams_must_be_https_or_loopback_http() {
+        assert!(upstream_uri("https://apim.example.net/biotrackr/").is_ok());
+        assert!(upstream_uri("http://127.0.0.1:8095/").is_ok());
+        assert!(upstream_uri("http://[::1]:8095/api/").is_ok());
+        assert!(upstream_uri("http://localhost:8095/").is_ok());
+        assert_eq!(
+            upstream_uri("http://apim.example.net/"),
+            Err("plain http is allowed only to a loopback host; use https")
+        );
+        for bad in [
+            "https://apim.example.net/no-slash",
+            "https://user:pw@apim.example.net/",
+            "https://apim.example.net/?code=1",
+            "ftp://apim.example.net/",
+            "/relative/",
+        ] {
+            assert!(upstream_uri(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The backend-facing path: forward the backend's calls to allow-listed upstreams and add the
+//! route's credential on the way out.
+//!
+//! keyward is never an open forward proxy here: a request reaches an upstream only through a
+//! configured route prefix, CONNECT and absolute-form targets are refused, and a path that could
+//! climb out of the route's base (`..`, encoded slashes) is refused before anything is sent.
+//! The credential is a sensitive header value taken from the current snapshot; any credential
+//! the backend set is removed first, and redirects are returned, never followed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::{Either, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::config::{upstream_uri, EgressConfig};
+use crate::error::ProxyError;
+use crate::forward::{TrustError, Upstream};
+use crate::headers::{self, OCP_APIM_SUBSCRIPTION_KEY, X_API_KEY, X_KEYWARD_CLIENT};
+use crate::metrics::{Listener, Metrics};
+use crate::secrets::Snapshot;
+use crate::Body;
+
+/// One allow-listed upstream.
+#[derive(Debug)]
+struct Route {
+    prefix: String,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    base_path: String,
+    header: HeaderName,
+    secret: String,
+    timeout: Duration,
+    static_headers: HeaderMap,
+}
+
+/// The egress handler, shared by every backend connection.
+#[derive(Debug)]
+pub struct Egress {
+    routes: Vec<Route>,
+    /// The credential of each route, by index, from the current snapshot (`None`: missing).
+    credentials: ArcSwap<Vec<Option<HeaderValue>>>,
+    client: Upstream<HttpsConnector<HttpConnector>>,
+    max_header_bytes: usize,
+    max_body_bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Egress {
+    /// Builds the handler from validated config.
+    pub fn new(
+        config: &EgressConfig,
+        max_header_bytes: usize,
+        max_body_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TrustError> {
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|route| {
+                let uri = upstream_uri(&route.upstream).expect("validated upstream");
+                let authority = uri.authority().expect("validated upstream").clone();
+                let mut static_headers = HeaderMap::new();
+                for (name, value) in &route.headers {
+                    static_headers.insert(
+                        HeaderName::from_bytes(name.as_bytes()).expect("validated name"),
+                        HeaderValue::from_str(value).expect("validated value"),
+                    );
+                }
+                Route {
+                    prefix: route.prefix.clone(),
+                    scheme: uri.scheme().expect("validated upstream").clone(),
+                    host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
+                    authority,
+                    base_path: uri.path().to_owned(),
+                    header: HeaderName::from_bytes(route.header.as_bytes()).expect("validated"),
+                    secret: route.secret.clone(),
+                    timeout: route.timeout,
+                    static_headers,
+                }
+            })
+            .collect();
+        // Longest prefix first, so `/health/v2/` wins over `/health/`.
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(Self {
+            credentials: ArcSwap::from_pointee(vec![None; routes.len()]),
+            routes,
+            client: Upstream::https(config.extra_ca.as_deref())?,
+            max_header_bytes,
+            max_body_bytes,
+            metrics,
+        })
+    }
+
+    /// Takes each route's credential from a new snapshot, as a sensitive header value.
+    pub fn rebuild(&self, snapshot: &Snapshot) {
+        let credentials = self
+            .routes
+            .iter()
+            .map(|route| {
+                let value = snapshot.get(&route.secret)?.current.to_header_value();
+                if value.is_none() {
+                    tracing::warn!(secret = %route.secret, "secret has bytes no header can carry");
+                }
+                value
+            })
+            .collect();
+        self.credentials.store(Arc::new(credentials));
+    }
+
+    /// Answers one backend request: the upstream's response, or keyward's own refusal.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (response, route) = match self.proxy(request).await {
+            Ok((response, route)) => (response, Some(route)),
+            Err(err) => (err.into_response(None), None),
+        };
+        let status = response.status();
+        self.metrics.record(Listener::Egress, status);
+        tracing::info!(
+            target: "keyward::access",
+            listener = "egress",
+            %method,
+            path,
+            route = route.map_or("none", |r| self.routes[r].prefix.as_str()),
+            upstream = route.map_or("none", |r| self.routes[r].authority.host()),
+            status = status.as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+        );
+        response
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<(Response<Body>, usize), ProxyError> {
+        let (mut parts, body) = request.into_parts();
+
+        // 1. Never a forward proxy: no CONNECT, no absolute-form target on HTTP/1.
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        if parts.version < Version::HTTP_2 && parts.uri.scheme().is_some() {
+            return Err(ProxyError::BadRequest);
+        }
+        if headers::section_size(&parts.headers) > self.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge);
+        }
+
+        // 2. Only allow-listed routes, and only paths that stay under the route's base.
+        let path = parts.uri.path();
+        let index = self
+            .routes
+            .iter()
+            .position(|r| path.starts_with(&r.prefix))
+            .ok_or(ProxyError::NotFound)?;
+        let route = &self.routes[index];
+        let rest = &path[route.prefix.len()..];
+        if !stays_below(rest) {
+            return Err(ProxyError::BadRequest);
+        }
+        let credential = self.credentials.load()[index].clone().ok_or_else(|| {
+            tracing::warn!(secret = %route.secret, "route credential not loaded; refusing");
+            ProxyError::NotReady
+        })?;
+
+        // 3. Hop-by-hop first, then every credential the backend set, then ours.
+        headers::remove_hop_by_hop(&mut parts.headers);
+        for name in [
+            &X_API_KEY,
+            &header::AUTHORIZATION,
+            &OCP_APIM_SUBSCRIPTION_KEY,
+            &X_KEYWARD_CLIENT,
+            &route.header,
+        ] {
+            parts.headers.remove(name);
+        }
+        for (name, value) in &route.static_headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        parts.headers.insert(route.header.clone(), credential);
+        parts.headers.insert(header::HOST, route.host.clone());
+
+        // 4. The upstream URL: the route's base, the rest of the path, the query as sent.
+        let mut target = String::with_capacity(route.base_path.len() + rest.len() + 64);
+        target.push_str(&route.base_path);
+        target.push_str(rest);
+        if let Some(query) = parts.uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        parts.uri = Uri::builder()
+            .scheme(route.scheme.clone())
+            .authority(route.authority.clone())
+            .path_and_query(PathAndQuery::try_from(target).map_err(|_| ProxyError::BadRequest)?)
+            .build()
+            .map_err(|_| ProxyError::BadRequest)?;
+        // The connector negotiates h2 or HTTP/1.1 by ALPN; it needs a neutral version.
+        parts.version = Version::HTTP_11;
+
+        let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
+        let mut response = self.client.send(request, route.timeout).await?;
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok((response.map(Either::Left), index))
+    }
+}
+
+/// True when a path remainder cannot climb out of the route's base: no `.` or `..` segment
+/// (also percent-encoded), no encoded slash or backslash, no NUL.
+fn stays_below(rest: &str) -> bool {
+    let lower = rest.to_ascii_lowercase();
+    if ["%2f", "%5c", "%00", "\\"]
+        .iter()
+        .any(|bad| lower.contains(bad))
+    {
+        return false;
+    }
+    lower.split('/').all(|segment| {
+        let decoded = segment.replace("%2e", ".");
+        decoded != "." && decoded != ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remainders_that_climb_out_are_refused() {
+        for ok in [
+            "activity/2025-02-02",
+            "",
+            "sleep/range/2025-01-01/2025-01-31",
+            "a.b/c..d",
+        ] {
+            assert!(stays_below(ok), "{ok}");
+        }
+        for bad in [
+            "../admin",
+            "a/../../x",
+            "%2e%2e/x",
+            "a/%2E%2e",
+            "./x",
+            "a%2fb",
+            "a%5Cb",
+            "a\\b",
+            "x%00",
+        ] {
+            assert!(!stays_below(bad), "{bad}");
+        }
+    }
+}
