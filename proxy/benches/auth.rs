@@ -19,22 +19,12 @@ fn key(i: usize) -> String {
 
 fn setup(clients: usize) -> Authenticator {
     let configs: Vec<ClientConfig> = (0..clients)
-        .map(|i| ClientConfig {
-            id: format!("client-{i}"),
-            secret: format!("secret-{i}"),
-        })
+        .map(|i| ClientConfig { id: format!("client-{i}"), secret: format!("secret-{i}") })
         .collect();
-    let store = SecretStore::new(
-        configs.iter().map(|c| c.secret.clone()).collect(),
-        Duration::ZERO,
-    );
+    let store =
+        SecretStore::new(configs.iter().map(|c| c.secret.clone()).collect(), Duration::ZERO);
     let values = (0..clients)
-        .map(|i| {
-            (
-                format!("secret-{i}"),
-                Loaded::Value(Secret::from_string(key(i))),
-            )
-        })
+        .map(|i| (format!("secret-{i}"), Loaded::Value(Secret::from_string(key(i)))))
         .collect();
     store.apply(values, Instant::now());
     let auth = Authenticator::new(FailureLimiter::new(60, 10));
@@ -49,10 +39,7 @@ fn key_check(c: &mut Criterion) {
     for clients in [1, 10, 100] {
         let auth = setup(clients);
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-api-key",
-            HeaderValue::from_str(&key(clients - 1)).unwrap(),
-        );
+        headers.insert("x-api-key", HeaderValue::from_str(&key(clients - 1)).unwrap());
         group.bench_with_input(BenchmarkId::new("clients", clients), &clients, |b, _| {
             b.iter(|| auth.check(&headers, &uri, peer).expect("accepted"))
         });

@@ -32,25 +32,17 @@ impl Admin {
     /// Answers one admin request.
     pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Body> {
         match (request.method(), request.uri().path()) {
-            (&Method::GET, "/livez") => text(
-                StatusCode::OK,
-                "application/json",
-                "{\"status\":\"ok\"}".into(),
-            ),
+            (&Method::GET, "/livez") => {
+                text(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".into())
+            }
             (&Method::GET, "/readyz") => self.readiness(),
             (&Method::GET, "/metrics") => {
-                let body = self
-                    .metrics
-                    .render(&self.store.snapshot(), self.store.names().len());
+                let body = self.metrics.render(&self.store.snapshot(), self.store.names().len());
                 text(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
             (&Method::POST, "/refresh") if peer.ip().is_loopback() => {
                 self.store.request_reload();
-                text(
-                    StatusCode::ACCEPTED,
-                    "application/json",
-                    "{\"status\":\"reloading\"}".into(),
-                )
+                text(StatusCode::ACCEPTED, "application/json", "{\"status\":\"reloading\"}".into())
             }
             (&Method::POST, "/refresh") => json(StatusCode::FORBIDDEN, "loopback_only"),
             (_, "/livez" | "/readyz" | "/metrics" | "/refresh") => {
@@ -66,11 +58,8 @@ impl Admin {
             "ready": snapshot.is_complete(),
             "missing_secrets": snapshot.missing(),
         });
-        let status = if snapshot.is_complete() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
+        let status =
+            if snapshot.is_complete() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         text(status, "application/json", body.to_string())
     }
 }
@@ -78,9 +67,7 @@ impl Admin {
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -92,11 +79,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn get(admin: &Admin, method: Method, path: &str, peer: &str) -> StatusCode {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .body(())
-            .unwrap();
+        let request = Request::builder().method(method).uri(path).body(()).unwrap();
         admin.handle(&request, peer.parse().unwrap()).status()
     }
 

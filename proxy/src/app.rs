@@ -12,12 +12,12 @@ use crate::admin::Admin;
 use crate::auth::{Authenticator, FailureLimiter};
 use crate::config::{Config, SecretSource};
 use crate::egress::Egress;
-use crate::forward::TrustError;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
-use crate::secrets::{self, FileSource, SecretStore};
+use crate::secrets::{self, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Source};
 use crate::server::{self, ConnLimits};
 use crate::tls::{ReloadingCert, TlsError};
+use crate::trust::TrustError;
 
 /// Why keyward could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,9 @@ pub enum StartError {
     /// The egress extra CA is unusable.
     #[error("egress.extra_ca: {0}")]
     Trust(#[from] TrustError),
+    /// The Key Vault source could not be set up.
+    #[error("Key Vault: {0}")]
+    KeyVault(#[from] KeyVaultError),
 }
 
 /// A running keyward.
@@ -112,21 +115,17 @@ impl App {
                 }
             });
         }
-        match secrets_config.source {
+        let (source, interval) = match secrets_config.source {
             SecretSource::File => {
-                let dir = secrets_config
-                    .dir
-                    .clone()
-                    .expect("validated: file source has a dir");
-                background.spawn(secrets::run(
-                    store.clone(),
-                    FileSource::new(dir),
-                    secrets_config.watch_interval,
-                    shutdown.subscribe(),
-                ));
+                let dir = secrets_config.dir.clone().expect("validated: file source has a dir");
+                (Source::File(FileSource::new(dir)), secrets_config.watch_interval)
             }
-            SecretSource::Keyvault => unreachable!("refused at config validation"),
-        }
+            SecretSource::Keyvault => (
+                Source::KeyVault(KeyVaultSource::new(secrets_config)?),
+                secrets_config.refresh_interval,
+            ),
+        };
+        background.spawn(secrets::run(store.clone(), source, interval, shutdown.subscribe()));
 
         let tls = match &ingress_config.tls {
             Some(tls) => {
@@ -146,12 +145,8 @@ impl App {
 
         let ingress_listener = bind("ingress", ingress_config.listen).await?;
         let ingress_addr = local_addr("ingress", &ingress_listener)?;
-        let ingress = Arc::new(Ingress::new(
-            ingress_config,
-            &config.backend_uri(),
-            auth,
-            metrics.clone(),
-        ));
+        let ingress =
+            Arc::new(Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone()));
         servers.spawn(server::serve(
             ingress_listener,
             tls,
@@ -194,10 +189,7 @@ impl App {
         let admin_listener = bind("admin", config.admin.listen).await?;
         let admin_addr = local_addr("admin", &admin_listener)?;
         let admin = Arc::new(Admin::new(store.clone(), metrics));
-        let admin_limits = ConnLimits {
-            max_connections: 64,
-            ..limits
-        };
+        let admin_limits = ConnLimits { max_connections: 64, ..limits };
         servers.spawn(server::serve(
             admin_listener,
             None,
@@ -212,15 +204,7 @@ impl App {
             admin = %admin_addr,
             "keyward listening"
         );
-        Ok(Self {
-            ingress_addr,
-            egress_addr,
-            admin_addr,
-            store,
-            shutdown,
-            servers,
-            background,
-        })
+        Ok(Self { ingress_addr, egress_addr, admin_addr, store, shutdown, servers, background })
     }
 
     /// Stops accepting and begins the bounded drain.
@@ -240,20 +224,10 @@ impl App {
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            listener,
-            addr,
-            source,
-        })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
 }
 
 fn local_addr(listener: &'static str, socket: &TcpListener) -> Result<SocketAddr, StartError> {
     let addr = ([0, 0, 0, 0], 0).into();
-    socket.local_addr().map_err(|source| StartError::Bind {
-        listener,
-        addr,
-        source,
-    })
+    socket.local_addr().map_err(|source| StartError::Bind { listener, addr, source })
 }

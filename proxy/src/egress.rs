@@ -21,10 +21,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::{upstream_uri, EgressConfig};
 use crate::error::ProxyError;
-use crate::forward::{TrustError, Upstream};
+use crate::forward::Upstream;
 use crate::headers::{self, OCP_APIM_SUBSCRIPTION_KEY, X_API_KEY, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
 use crate::secrets::Snapshot;
+use crate::trust::TrustError;
 use crate::Body;
 
 /// One allow-listed upstream.
@@ -218,10 +219,7 @@ impl Egress {
 /// (also percent-encoded), no encoded slash or backslash, no NUL.
 fn stays_below(rest: &str) -> bool {
     let lower = rest.to_ascii_lowercase();
-    if ["%2f", "%5c", "%00", "\\"]
-        .iter()
-        .any(|bad| lower.contains(bad))
-    {
+    if ["%2f", "%5c", "%00", "\\"].iter().any(|bad| lower.contains(bad)) {
         return false;
     }
     lower.split('/').all(|segment| {
@@ -236,12 +234,7 @@ mod tests {
 
     #[test]
     fn remainders_that_climb_out_are_refused() {
-        for ok in [
-            "activity/2025-02-02",
-            "",
-            "sleep/range/2025-01-01/2025-01-31",
-            "a.b/c..d",
-        ] {
+        for ok in ["activity/2025-02-02", "", "sleep/range/2025-01-01/2025-01-31", "a.b/c..d"] {
             assert!(stays_below(ok), "{ok}");
         }
         for bad in [

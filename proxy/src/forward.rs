@@ -2,7 +2,6 @@
 //! 413/502/504. Connection and timeout errors are logged by kind, never with a URL or header.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,10 +11,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use crate::error::ProxyError;
+use crate::trust::{self, TrustError};
 
 /// A client request body: the incoming stream, capped at the configured size.
 pub type RequestBody = Limited<Incoming>;
@@ -36,18 +34,14 @@ fn tcp() -> HttpConnector {
 
 fn builder() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90));
+    builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
     builder
 }
 
 impl Upstream<HttpConnector> {
     /// A plain-HTTP/1.1 client, for the backend in the same pod.
     pub fn http() -> Self {
-        Self {
-            client: builder().build(tcp()),
-        }
+        Self { client: builder().build(tcp()) }
     }
 }
 
@@ -56,65 +50,15 @@ impl Upstream<HttpsConnector<HttpConnector>> {
     /// with SNI and hostname verification always on. Plain http is accepted too: config
     /// validation allows it only for loopback upstreams.
     pub fn https(extra_ca: Option<&Path>) -> Result<Self, TrustError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = extra_ca {
-            let pem = std::fs::read(path).map_err(|source| TrustError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            let mut added = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|_| TrustError::Invalid {
-                    path: path.to_owned(),
-                })?;
-                roots.add(cert).map_err(|_| TrustError::Invalid {
-                    path: path.to_owned(),
-                })?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(TrustError::Invalid {
-                    path: path.to_owned(),
-                });
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = trust::client_config(extra_ca)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp());
-        Ok(Self {
-            client: builder().build(connector),
-        })
+        Ok(Self { client: builder().build(connector) })
     }
-}
-
-/// An extra CA file that cannot be used. Names the file only.
-#[derive(Debug, thiserror::Error)]
-pub enum TrustError {
-    /// Unreadable.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not PEM certificates.
-    #[error("{path}: no usable PEM CA certificate")]
-    Invalid {
-        /// The file.
-        path: std::path::PathBuf,
-    },
 }
 
 impl<C> Upstream<C>
@@ -132,10 +76,7 @@ where
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify(&err)),
             Err(_) => {
-                tracing::warn!(
-                    timeout_ms = timeout.as_millis() as u64,
-                    "upstream timed out"
-                );
+                tracing::warn!(timeout_ms = timeout.as_millis() as u64, "upstream timed out");
                 Err(ProxyError::UpstreamTimeout)
             }
         }

@@ -27,12 +27,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Credentials a client may send that must never reach the backend.
-const CLIENT_CREDENTIALS: [HeaderName; 4] = [
-    X_API_KEY,
-    header::AUTHORIZATION,
-    OCP_APIM_SUBSCRIPTION_KEY,
-    X_KEYWARD_CLIENT,
-];
+const CLIENT_CREDENTIALS: [HeaderName; 4] =
+    [X_API_KEY, header::AUTHORIZATION, OCP_APIM_SUBSCRIPTION_KEY, X_KEYWARD_CLIENT];
 
 /// Removes hop-by-hop headers and every header named by a `Connection` header.
 /// `Transfer-Encoding` is left to hyper, which owns message framing on both sides.
@@ -59,10 +55,7 @@ pub fn strip_client_credentials(headers: &mut HeaderMap) {
 
 /// Total size of a header section as HTTP/1.1 would carry it (names, values, `: ` and CRLF).
 pub fn section_size(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
 }
 
 #[cfg(test)]
@@ -104,11 +97,8 @@ mod tests {
     #[test]
     fn a_connection_header_cannot_protect_a_credential_from_stripping() {
         // "Connection: x-api-key" removes the key early; stripping still leaves nothing.
-        let mut headers = map(&[
-            ("connection", "close"),
-            ("x-api-key", "k"),
-            ("authorization", "Bearer t"),
-        ]);
+        let mut headers =
+            map(&[("connection", "close"), ("x-api-key", "k"), ("authorization", "Bearer t")]);
         remove_hop_by_hop(&mut headers);
         strip_client_credentials(&mut headers);
         assert!(headers.is_empty());
@@ -132,12 +122,7 @@ mod tests {
         names.sort_unstable();
         assert_eq!(
             names,
-            [
-                "last-event-id",
-                "mcp-method",
-                "mcp-param-name",
-                "mcp-protocol-version"
-            ]
+            ["last-event-id", "mcp-method", "mcp-param-name", "mcp-protocol-version"]
         );
     }
 

@@ -122,24 +122,21 @@ impl Ingress {
         headers::remove_hop_by_hop(&mut parts.headers);
 
         // 3. Authenticate.
-        let client = self
-            .auth
-            .check(&parts.headers, &parts.uri, peer.ip())
-            .map_err(|denial| {
-                self.metrics.record_auth_failure(denial);
-                tracing::info!(
-                    target: "keyward::audit",
-                    decision = "deny",
-                    reason = denial.reason(),
-                    path = parts.uri.path(),
-                    peer = %peer.ip(),
-                );
-                match denial {
-                    Denial::RateLimited(seconds) => ProxyError::RateLimited(seconds),
-                    Denial::NoKeys => ProxyError::NotReady,
-                    _ => ProxyError::Unauthorized,
-                }
-            })?;
+        let client = self.auth.check(&parts.headers, &parts.uri, peer.ip()).map_err(|denial| {
+            self.metrics.record_auth_failure(denial);
+            tracing::info!(
+                target: "keyward::audit",
+                decision = "deny",
+                reason = denial.reason(),
+                path = parts.uri.path(),
+                peer = %peer.ip(),
+            );
+            match denial {
+                Denial::RateLimited(seconds) => ProxyError::RateLimited(seconds),
+                Denial::NoKeys => ProxyError::NotReady,
+                _ => ProxyError::Unauthorized,
+            }
+        })?;
         tracing::debug!(
             target: "keyward::audit",
             decision = "allow",
@@ -150,9 +147,7 @@ impl Ingress {
 
         // 4. No client credential leaves; the only identity the backend sees is ours.
         headers::strip_client_credentials(&mut parts.headers);
-        parts
-            .headers
-            .insert(X_KEYWARD_CLIENT, client.header.clone());
+        parts.headers.insert(X_KEYWARD_CLIENT, client.header.clone());
 
         // 5. Browsers may only call from an allowed origin.
         if let Some(origin) = parts.headers.get(header::ORIGIN) {
@@ -164,9 +159,7 @@ impl Ingress {
         // 6. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
         parts.uri = self.backend_uri(&parts.uri)?;
         parts.version = Version::HTTP_11;
-        parts
-            .headers
-            .insert(header::HOST, self.backend_host.clone());
+        parts.headers.insert(header::HOST, self.backend_host.clone());
         let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
         let mut response = self.backend.send(request, self.backend_timeout).await?;
         headers::remove_hop_by_hop(response.headers_mut());
@@ -174,10 +167,7 @@ impl Ingress {
     }
 
     fn backend_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let path = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         if !path.as_str().starts_with('/') {
             // `*` (OPTIONS) or an authority form: nothing the backend serves.
             return Err(ProxyError::BadRequest);

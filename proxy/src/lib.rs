@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod trust;
 
 /// The body of every response keyward sends: a forwarded stream or keyward's own short body.
 pub type Body = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;

@@ -64,21 +64,12 @@ fn main() -> ExitCode {
 
 /// What the configuration will do, with secret names and never values.
 fn summary(config: &Config) -> String {
-    let clients: Vec<String> = config
-        .ingress
-        .clients
-        .iter()
-        .map(|c| format!("{} (secret {})", c.id, c.secret))
-        .collect();
+    let clients: Vec<String> =
+        config.ingress.clients.iter().map(|c| format!("{} (secret {})", c.id, c.secret)).collect();
     let source = match config.secrets.source {
         config::SecretSource::File => format!(
             "files in {}",
-            config
-                .secrets
-                .dir
-                .as_deref()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default()
+            config.secrets.dir.as_deref().map(|d| d.display().to_string()).unwrap_or_default()
         ),
         config::SecretSource::Keyvault => "Key Vault".to_owned(),
     };

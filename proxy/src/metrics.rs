@@ -50,10 +50,7 @@ impl Metrics {
 
     /// Counts one refused authentication.
     pub fn record_auth_failure(&self, denial: Denial) {
-        let index = REASONS
-            .iter()
-            .position(|r| *r == denial.reason())
-            .unwrap_or(0);
+        let index = REASONS.iter().position(|r| *r == denial.reason()).unwrap_or(0);
         self.auth_failures[index].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -78,10 +75,7 @@ impl Metrics {
         out.push_str("# TYPE keyward_auth_failures_total counter\n");
         for (reason, count) in REASONS.iter().zip(&self.auth_failures) {
             let n = count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "keyward_auth_failures_total{{reason=\"{reason}\"}} {n}"
-            );
+            let _ = writeln!(out, "keyward_auth_failures_total{{reason=\"{reason}\"}} {n}");
         }
         out.push_str("# HELP keyward_secrets_missing Referenced secrets without a value.\n");
         out.push_str("# TYPE keyward_secrets_missing gauge\n");
@@ -90,10 +84,7 @@ impl Metrics {
         out.push_str("# TYPE keyward_secrets_referenced gauge\n");
         let _ = writeln!(out, "keyward_secrets_referenced {referenced}");
         if let Some(at) = snapshot.loaded_at() {
-            let age = SystemTime::now()
-                .duration_since(at)
-                .unwrap_or_default()
-                .as_secs_f64();
+            let age = SystemTime::now().duration_since(at).unwrap_or_default().as_secs_f64();
             out.push_str("# HELP keyward_secret_snapshot_age_seconds Time since the source last answered for every secret.\n");
             out.push_str("# TYPE keyward_secret_snapshot_age_seconds gauge\n");
             let _ = writeln!(out, "keyward_secret_snapshot_age_seconds {age:.3}");

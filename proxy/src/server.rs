@@ -87,9 +87,7 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -113,9 +111,7 @@ pub async fn serve<H, F>(
                         }
                         Err(_) => return,
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(error = %err, "connection ended with an error");
                     }
@@ -125,10 +121,7 @@ pub async fn serve<H, F>(
     }
 
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
 }

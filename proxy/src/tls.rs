@@ -109,15 +109,9 @@ fn read_pair(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<Certi
     let read = |path: &Path| {
         std::fs::read(path)
             .map(Zeroizing::new)
-            .map_err(|source| TlsError::Read {
-                path: path.to_owned(),
-                source,
-            })
+            .map_err(|source| TlsError::Read { path: path.to_owned(), source })
     };
-    let invalid = |path: &Path, problem| TlsError::Invalid {
-        path: path.to_owned(),
-        problem,
-    };
+    let invalid = |path: &Path, problem| TlsError::Invalid { path: path.to_owned(), problem };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|_| invalid(cert, "not a PEM certificate chain"))?;
@@ -131,7 +125,6 @@ fn read_pair(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<Certi
         .load_private_key(der)
         .map_err(|_| invalid(key, "unsupported private key"))?;
     let pair = CertifiedKey::new(chain, signing);
-    pair.keys_match()
-        .map_err(|_| invalid(key, "the key does not match the certificate"))?;
+    pair.keys_match().map_err(|_| invalid(key, "the key does not match the certificate"))?;
     Ok(pair)
 }

@@ -32,11 +32,7 @@ impl Pod {
     }
 
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        send(
-            &client::http1(),
-            request(self.egress(), "GET", path, headers, ""),
-        )
-        .await
+        send(&client::http1(), request(self.egress(), "GET", path, headers, "")).await
     }
 }
 
@@ -88,13 +84,7 @@ async fn pod() -> Pod {
     ))
     .expect("config");
     let app = App::start(config).await.expect("start");
-    let pod = Pod {
-        app,
-        apim,
-        other,
-        secrets,
-        _ingress_backend: ingress_backend,
-    };
+    let pod = Pod { app, apim, other, secrets, _ingress_backend: ingress_backend };
     let up = eventually(Duration::from_secs(5), || async {
         pod.get("/other/ping", &[]).await.status == 200
     })
@@ -112,30 +102,17 @@ async fn the_upstream_gets_its_key_and_no_other_credential() {
         ("x-api-key", "backend-key"),
         ("x-keyward-client", "c"),
         ("connection", "ocp-apim-subscription-key"),
-        (
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        ),
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
     ];
-    let reply = pod
-        .get("/health/activity/2025-02-02?pageNumber=2", &headers)
-        .await;
+    let reply = pod.get("/health/activity/2025-02-02?pageNumber=2", &headers).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = pod.apim.seen();
     assert_eq!(seen.len(), 1);
     let got = &seen[0];
     assert_eq!(got.uri, "/biotrackr/activity/2025-02-02?pageNumber=2");
     assert_eq!(got.version, "HTTP/2.0", "h2 negotiated by ALPN");
-    let keys: Vec<_> = got
-        .headers
-        .get_all("ocp-apim-subscription-key")
-        .iter()
-        .collect();
-    assert_eq!(
-        keys,
-        [APIM],
-        "exactly the injected key, despite Connection naming it"
-    );
+    let keys: Vec<_> = got.headers.get_all("ocp-apim-subscription-key").iter().collect();
+    assert_eq!(keys, [APIM], "exactly the injected key, despite Connection naming it");
     assert!(got.headers.get("authorization").is_none());
     assert!(got.headers.get("x-api-key").is_none());
     assert!(got.headers.get("x-keyward-client").is_none());
@@ -149,10 +126,7 @@ async fn each_route_gets_only_its_own_key() {
     let pod = pod().await;
     assert_eq!(pod.get("/other/x", &[]).await.status, 200);
     let seen = pod.other.seen();
-    let got = seen
-        .iter()
-        .find(|s| s.uri == "/x")
-        .expect("reached the other upstream");
+    let got = seen.iter().find(|s| s.uri == "/x").expect("reached the other upstream");
     assert_eq!(got.headers["x-functions-key"], OTHER);
     assert!(got.headers.get("ocp-apim-subscription-key").is_none());
     assert!(!format!("{seen:?}").contains(APIM));
@@ -172,26 +146,17 @@ async fn unknown_and_escaping_paths_send_nothing() {
         "/health/a%2Fb",
     ] {
         let reply = pod.get(path, &[]).await;
-        assert!(
-            matches!(reply.status.as_u16(), 400 | 404),
-            "{path}: {}",
-            reply.status
-        );
+        assert!(matches!(reply.status.as_u16(), 400 | 404), "{path}: {}", reply.status);
         assert!(!reply.text().contains("localhost"), "no upstream detail");
     }
-    assert_eq!(
-        pod.get("/nope", &[]).await.text(),
-        "{\"error\":\"not_found\"}"
-    );
+    assert_eq!(pod.get("/nope", &[]).await.text(), "{\"error\":\"not_found\"}");
     assert_eq!(pod.apim.connections(), apim_before, "a connection was made");
     assert_eq!(pod.other.seen().len(), other_before);
 }
 
 fn raw(addr: SocketAddr, request: &str) -> String {
     let mut socket = std::net::TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     socket.write_all(request.as_bytes()).unwrap();
     let mut response = vec![0; 1024];
     let n = socket.read(&mut response).unwrap();
@@ -211,10 +176,7 @@ async fn forward_proxy_requests_are_refused() {
     });
     assert!(absolute.await.unwrap().starts_with("HTTP/1.1 400"));
     let connect = tokio::task::spawn_blocking(move || {
-        raw(
-            egress,
-            "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n",
-        )
+        raw(egress, "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n")
     });
     assert!(connect.await.unwrap().starts_with("HTTP/1.1 405"));
     assert_eq!(pod.apim.connections(), before);
@@ -236,11 +198,7 @@ async fn a_slow_upstream_gives_504_within_the_route_timeout() {
     let reply = pod.get("/health/slow", &[]).await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.text(), "{\"error\":\"upstream_timeout\"}");
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -299,10 +257,7 @@ async fn a_missing_route_secret_fails_closed() {
     assert!(refused);
     let reply = pod.get("/other/after", &[]).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        pod.other.seen().iter().all(|s| s.uri != "/after"),
-        "sent without a key"
-    );
+    assert!(pod.other.seen().iter().all(|s| s.uri != "/after"), "sent without a key");
 }
 
 #[tokio::test]
@@ -313,12 +268,7 @@ async fn rotation_under_load_switches_keys_without_a_failed_request() {
         let http = client::http1();
         let mut failures = 0;
         for _ in 0..150 {
-            if send(
-                &http,
-                request(egress, "GET", "/health/sleep/2025-01-01", &[], ""),
-            )
-            .await
-            .status
+            if send(&http, request(egress, "GET", "/health/sleep/2025-01-01", &[], "")).await.status
                 != 200
             {
                 failures += 1;
@@ -333,8 +283,7 @@ async fn rotation_under_load_switches_keys_without_a_failed_request() {
     let switched = eventually(Duration::from_secs(5), || async {
         pod.get("/health/probe", &[]).await;
         let seen = pod.apim.seen();
-        seen.last()
-            .is_some_and(|s| s.headers["ocp-apim-subscription-key"] == rotated)
+        seen.last().is_some_and(|s| s.headers["ocp-apim-subscription-key"] == rotated)
     })
     .await;
     assert!(switched, "the rotated key never reached the upstream");

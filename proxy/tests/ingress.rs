@@ -56,14 +56,8 @@ async fn pod_with(extra: &str) -> Pod {
     let secrets = TempDir::new("ingress");
     secrets.write_secret("alpha-key", &format!("{ALPHA}\n"));
     secrets.write_secret("beta-key", BETA);
-    let app = App::start(config(&backend, &secrets, extra))
-        .await
-        .expect("start");
-    let pod = Pod {
-        app,
-        backend,
-        secrets,
-    };
+    let app = App::start(config(&backend, &secrets, extra)).await.expect("start");
+    let pod = Pod { app, backend, secrets };
     assert!(
         eventually(Duration::from_secs(5), || async {
             get_with_key(pod.app.ingress_addr, "/", ALPHA).await.status == 200
@@ -80,10 +74,7 @@ async fn pod() -> Pod {
 
 fn unauthorized(reply: &client::Reply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        reply.headers["www-authenticate"],
-        "ApiKey header=\"X-Api-Key\""
-    );
+    assert_eq!(reply.headers["www-authenticate"], "ApiKey header=\"X-Api-Key\"");
     assert_eq!(reply.text(), "{\"error\":\"unauthorized\"}");
 }
 
@@ -104,16 +95,11 @@ async fn a_good_key_reaches_the_backend_without_any_credential() {
         ("last-event-id", "42"),
         ("content-type", "application/json"),
     ];
-    let reply = send(
-        &client::http1(),
-        request(pod.app.ingress_addr, "POST", "/mcp?x=1", &headers, "{}"),
-    )
-    .await;
+    let reply =
+        send(&client::http1(), request(pod.app.ingress_addr, "POST", "/mcp?x=1", &headers, "{}"))
+            .await;
     assert_eq!(reply.status, 200);
-    assert!(
-        reply.headers.get("x-backend-private").is_none(),
-        "hop-by-hop response header"
-    );
+    assert!(reply.headers.get("x-backend-private").is_none(), "hop-by-hop response header");
     let seen = &pod.backend.seen()[before..];
     assert_eq!(seen.len(), 1);
     let got = &seen[0];
@@ -129,10 +115,7 @@ async fn a_good_key_reaches_the_backend_without_any_credential() {
         assert_eq!(got.headers[*name], *value, "{name}");
     }
     let dump = format!("{:?}", pod.backend.seen());
-    assert!(
-        !dump.contains(ALPHA) && !dump.contains(BETA),
-        "a key reached the backend"
-    );
+    assert!(!dump.contains(ALPHA) && !dump.contains(BETA), "a key reached the backend");
 }
 
 #[tokio::test]
@@ -142,12 +125,7 @@ async fn near_miss_keys_and_bad_shapes_get_the_same_401() {
     let addr = pod.app.ingress_addr;
     let one_off = ALPHA.replace('f', "e");
     let longer = format!("{ALPHA}0");
-    for key in [
-        one_off.as_str(),
-        &ALPHA[..ALPHA.len() - 1],
-        longer.as_str(),
-        "wrong",
-    ] {
+    for key in [one_off.as_str(), &ALPHA[..ALPHA.len() - 1], longer.as_str(), "wrong"] {
         unauthorized(&get_with_key(addr, "/", key).await);
     }
     let http = client::http1();
@@ -161,11 +139,7 @@ async fn near_miss_keys_and_bad_shapes_get_the_same_401() {
     // A Connection header naming the key removes it before authentication: still refused.
     let hidden = [("connection", "x-api-key"), ("x-api-key", ALPHA)];
     unauthorized(&send(&http, request(addr, "GET", "/", &hidden, "")).await);
-    assert_eq!(
-        pod.backend.seen().len(),
-        before,
-        "nothing refused reached the backend"
-    );
+    assert_eq!(pod.backend.seen().len(), before, "nothing refused reached the backend");
 }
 
 #[tokio::test]
@@ -176,18 +150,10 @@ async fn a_connection_header_cannot_spoof_or_drop_the_identity() {
         ("connection", "x-keyward-client, keep-alive"),
         ("x-keyward-client", "beta"),
     ];
-    let reply = send(
-        &client::http1(),
-        request(pod.app.ingress_addr, "GET", "/spoof", &headers, ""),
-    )
-    .await;
+    let reply =
+        send(&client::http1(), request(pod.app.ingress_addr, "GET", "/spoof", &headers, "")).await;
     assert_eq!(reply.status, 200);
-    let got = pod
-        .backend
-        .seen()
-        .into_iter()
-        .find(|s| s.uri == "/spoof")
-        .unwrap();
+    let got = pod.backend.seen().into_iter().find(|s| s.uri == "/spoof").unwrap();
     let ids: Vec<_> = got.headers.get_all("x-keyward-client").iter().collect();
     assert_eq!(ids, ["alpha"]);
     assert!(got.headers.get("connection").is_none());
@@ -198,22 +164,11 @@ async fn h2c_clients_are_served() {
     let pod = pod().await;
     let reply = send(
         &client::h2c(),
-        request(
-            pod.app.ingress_addr,
-            "GET",
-            "/h2",
-            &[("x-api-key", ALPHA)],
-            "",
-        ),
+        request(pod.app.ingress_addr, "GET", "/h2", &[("x-api-key", ALPHA)], ""),
     )
     .await;
     assert_eq!(reply.status, 200);
-    let got = pod
-        .backend
-        .seen()
-        .into_iter()
-        .find(|s| s.uri == "/h2")
-        .unwrap();
+    let got = pod.backend.seen().into_iter().find(|s| s.uri == "/h2").unwrap();
     assert_eq!(got.headers["x-keyward-client"], "alpha");
     assert!(got.headers.get("x-api-key").is_none());
 }
@@ -224,10 +179,7 @@ async fn origins_outside_the_list_are_forbidden() {
     let http = client::http1();
     let addr = pod.app.ingress_addr;
     let ok = [("x-api-key", ALPHA), ("origin", "https://app.example")];
-    assert_eq!(
-        send(&http, request(addr, "GET", "/", &ok, "")).await.status,
-        200
-    );
+    assert_eq!(send(&http, request(addr, "GET", "/", &ok, "")).await.status, 200);
     let bad = [("x-api-key", ALPHA), ("origin", "https://evil.example")];
     let reply = send(&http, request(addr, "GET", "/", &bad, "")).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
@@ -244,19 +196,13 @@ async fn sse_events_arrive_one_by_one_while_the_backend_writes() {
         .unwrap();
     let response = tokio::spawn(async move { client::streaming().request(request).await });
     let events = pod.backend.next_stream().await;
-    events
-        .send(Bytes::from_static(b"data: one\n\n"))
-        .await
-        .unwrap();
+    events.send(Bytes::from_static(b"data: one\n\n")).await.unwrap();
     let response = response.await.unwrap().expect("response headers");
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
     for event in ["one", "two", "three"] {
         if event != "one" {
-            events
-                .send(Bytes::from(format!("data: {event}\n\n")))
-                .await
-                .unwrap();
+            events.send(Bytes::from(format!("data: {event}\n\n"))).await.unwrap();
         }
         // The next frame arrives while the backend still holds the stream open.
         let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
@@ -278,10 +224,7 @@ async fn a_client_disconnect_reaches_the_backend() {
     let client = client::streaming();
     let response = tokio::spawn(async move { client.request(request).await });
     let events = pod.backend.next_stream().await;
-    events
-        .send(Bytes::from_static(b"data: first\n\n"))
-        .await
-        .unwrap();
+    events.send(Bytes::from_static(b"data: first\n\n")).await.unwrap();
     let mut body = response.await.unwrap().unwrap().into_body();
     body.frame().await.unwrap().unwrap();
     drop(body);
@@ -296,25 +239,13 @@ async fn oversize_bodies_and_headers_are_refused() {
     let addr = pod.app.ingress_addr;
     let http = client::http1();
     let big = "x".repeat(2000);
-    let reply = send(
-        &http,
-        request(addr, "POST", "/", &[("x-api-key", ALPHA)], &big),
-    )
-    .await;
+    let reply = send(&http, request(addr, "POST", "/", &[("x-api-key", ALPHA)], &big)).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.text(), "{\"error\":\"body_too_large\"}");
     let long = "v".repeat(3000);
-    let reply = send(
-        &http,
-        request(
-            addr,
-            "GET",
-            "/",
-            &[("x-api-key", ALPHA), ("x-long", &long)],
-            "",
-        ),
-    )
-    .await;
+    let reply =
+        send(&http, request(addr, "GET", "/", &[("x-api-key", ALPHA), ("x-long", &long)], ""))
+            .await;
     assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert!(!reply.text().contains(&long));
 }
@@ -378,11 +309,7 @@ async fn repeated_failures_from_one_peer_get_429() {
     }
     let limited = get_with_key(addr, "/", "wrong").await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = limited.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 }
 
@@ -433,10 +360,7 @@ async fn rotating_a_file_secret_under_load_fails_no_request() {
         "the new key was never accepted"
     );
     let statuses = load.await.unwrap();
-    assert!(
-        statuses.iter().all(|s| *s == 200),
-        "a request failed during rotation"
-    );
+    assert!(statuses.iter().all(|s| *s == 200), "a request failed during rotation");
     // The old key stays accepted for the overlap window.
     assert_eq!(get_with_key(addr, "/", ALPHA).await.status, 200);
 }
@@ -451,14 +375,9 @@ async fn shutdown_drains_in_flight_requests() {
     });
     let events = pod.backend.next_stream().await;
     pod.app.shutdown();
-    events
-        .send(Bytes::from_static(b"data: late\n\n"))
-        .await
-        .unwrap();
+    events.send(Bytes::from_static(b"data: late\n\n")).await.unwrap();
     drop(events);
     let reply = client::collect(in_flight.await.unwrap().expect("in-flight answered")).await;
     assert_eq!(reply.body, "data: late\n\n");
-    tokio::time::timeout(Duration::from_secs(5), pod.app.wait())
-        .await
-        .expect("drained");
+    tokio::time::timeout(Duration::from_secs(5), pod.app.wait()).await.expect("drained");
 }

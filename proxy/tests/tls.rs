@@ -28,10 +28,7 @@ async fn fetch(
 ) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     let alpn = session.alpn_protocol().unwrap_or_default().to_vec();
     let leaf = session.peer_certificates().unwrap()[0].to_vec();
@@ -47,9 +44,8 @@ async fn fetch(
         tokio::spawn(conn);
         sender.send_request(request).await.unwrap().status()
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn);
         sender.send_request(request).await.unwrap().status()
     };
@@ -112,9 +108,7 @@ async fn tls_terminates_with_alpn_and_reloads_a_renewed_certificate() {
     dir.write("tls.crt", &second.cert_pem);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            fetch(addr, h2.clone())
-                .await
-                .is_ok_and(|(_, _, now)| now != leaf)
+            fetch(addr, h2.clone()).await.is_ok_and(|(_, _, now)| now != leaf)
         })
         .await,
         "the renewed certificate was never served"

@@ -70,10 +70,7 @@ impl FailureLimiter {
                 peers.clear();
             }
         }
-        let bucket = peers.entry(key(peer)).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
+        let bucket = peers.entry(key(peer)).or_insert(Bucket { tokens: self.burst, updated: now });
         bucket.tokens = (self.refilled(bucket, now) - 1.0).max(0.0);
         bucket.updated = now;
         if bucket.tokens < 1.0 {
@@ -127,15 +124,9 @@ mod tests {
         }
         limiter.record_failure(A, now);
         let wait = limiter.check(A, now).expect_err("blocked");
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
         assert!(limiter.check(B, now).is_ok(), "other peers are not slowed");
-        assert!(
-            limiter.check(A, now + Duration::from_secs(1)).is_ok(),
-            "refilled"
-        );
+        assert!(limiter.check(A, now + Duration::from_secs(1)).is_ok(), "refilled");
     }
 
     #[test]

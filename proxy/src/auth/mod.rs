@@ -58,11 +58,7 @@ struct Digest([u64; 4]);
 impl Digest {
     /// Equality without a data-dependent branch: OR of the XORs, tested once.
     fn ct_eq(&self, other: &Digest) -> subtle::Choice {
-        let diff = self
-            .0
-            .iter()
-            .zip(&other.0)
-            .fold(0u64, |acc, (a, b)| acc | (a ^ b));
+        let diff = self.0.iter().zip(&other.0).fold(0u64, |acc, (a, b)| acc | (a ^ b));
         diff.ct_eq(&0)
     }
 }
@@ -101,10 +97,7 @@ impl Keyring {
             };
             let index = keyring.clients.len() as u32;
             let header = HeaderValue::from_str(&config.id).expect("client ids are validated");
-            keyring.clients.push(Client {
-                id: config.id.as_str().into(),
-                header,
-            });
+            keyring.clients.push(Client { id: config.id.as_str().into(), header });
             if versions.current.len() < MIN_KEY_BYTES {
                 tracing::warn!(client = %config.id, secret = %config.secret,
                     "client key is shorter than {MIN_KEY_BYTES} bytes; use a long random key");
@@ -113,15 +106,11 @@ impl Keyring {
                 tracing::warn!(client = %config.id, secret = %config.secret,
                     "client key has bytes no header can carry; it can never match");
             }
-            let current = std::iter::once((&versions.current, None));
+            let current = std::iter::once((&versions.current, versions.current_until));
             let previous = versions.previous.iter().map(|(s, until)| (s, Some(*until)));
             for (secret, until) in current.chain(previous) {
                 let digest = digester.digest(secret.expose());
-                keyring.entries.push(Entry {
-                    digest,
-                    client: index,
-                    until,
-                });
+                keyring.entries.push(Entry { digest, client: index, until });
             }
         }
         keyring
@@ -195,17 +184,12 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator with no key loaded (refusing everything) until [`Self::rebuild`].
     pub fn new(limiter: FailureLimiter) -> Self {
-        Self {
-            digester: Digester::random(),
-            keyring: ArcSwap::default(),
-            limiter,
-        }
+        Self { digester: Digester::random(), keyring: ArcSwap::default(), limiter }
     }
 
     /// Re-digests the keys after a snapshot change.
     pub fn rebuild(&self, clients: &[ClientConfig], snapshot: &Snapshot) {
-        self.keyring
-            .store(Arc::new(Keyring::build(&self.digester, clients, snapshot)));
+        self.keyring.store(Arc::new(Keyring::build(&self.digester, clients, snapshot)));
     }
 
     /// Authenticates one request from `peer`.
@@ -220,10 +204,7 @@ impl Authenticator {
         }
         let outcome = presented_key(headers, uri).and_then(|key| {
             let digest = self.digester.digest(key);
-            keyring
-                .identify(&digest, now)
-                .cloned()
-                .ok_or(Denial::Invalid)
+            keyring.identify(&digest, now).cloned().ok_or(Denial::Invalid)
         });
         if outcome.is_err() {
             self.limiter.record_failure(peer, now);
@@ -296,18 +277,13 @@ mod tests {
     fn clients() -> Vec<ClientConfig> {
         ["alpha", "beta"]
             .iter()
-            .map(|id| ClientConfig {
-                id: (*id).into(),
-                secret: format!("{id}-key"),
-            })
+            .map(|id| ClientConfig { id: (*id).into(), secret: format!("{id}-key") })
             .collect()
     }
 
     fn store_with(a: &str, b: &str) -> SecretStore {
-        let store = SecretStore::new(
-            vec!["alpha-key".into(), "beta-key".into()],
-            Duration::from_secs(60),
-        );
+        let store =
+            SecretStore::new(vec!["alpha-key".into(), "beta-key".into()], Duration::from_secs(60));
         load(&store, a, b);
         store
     }
@@ -315,10 +291,7 @@ mod tests {
     fn load(store: &SecretStore, a: &str, b: &str) {
         let value = |s: &str| Loaded::Value(Secret::from_string(s.to_owned()));
         store.apply(
-            vec![
-                ("alpha-key".into(), value(a)),
-                ("beta-key".into(), value(b)),
-            ],
+            vec![("alpha-key".into(), value(a)), ("beta-key".into(), value(b))],
             Instant::now(),
         );
     }
@@ -339,8 +312,7 @@ mod tests {
 
     fn check(auth: &Authenticator, keys: &[&str], uri: &str) -> Result<String, Denial> {
         let (headers, uri) = request(keys, uri);
-        auth.check(&headers, &uri, "127.0.0.1".parse().unwrap())
-            .map(|c| c.id.to_string())
+        auth.check(&headers, &uri, "127.0.0.1".parse().unwrap()).map(|c| c.id.to_string())
     }
 
     #[test]
@@ -357,11 +329,7 @@ mod tests {
         let shorter = &KEY_A[..KEY_A.len() - 1];
         let longer = format!("{KEY_A}0");
         for key in [one_off.as_str(), shorter, longer.as_str(), "", "x"] {
-            assert_eq!(
-                check(&auth, &[key], "/mcp"),
-                Err(Denial::Invalid),
-                "{key:?}"
-            );
+            assert_eq!(check(&auth, &[key], "/mcp"), Err(Denial::Invalid), "{key:?}");
         }
     }
 
@@ -377,22 +345,10 @@ mod tests {
     #[test]
     fn a_key_in_the_query_is_refused_even_with_a_good_header() {
         let auth = auth(&store_with(KEY_A, KEY_B));
-        for uri in [
-            "/mcp?api_key=x",
-            "/mcp?a=1&X-Api-Key=x",
-            "/mcp?apiKey",
-            "/mcp?api%5Fkey=x",
-        ] {
-            assert_eq!(
-                check(&auth, &[KEY_A], uri),
-                Err(Denial::KeyInQuery),
-                "{uri}"
-            );
+        for uri in ["/mcp?api_key=x", "/mcp?a=1&X-Api-Key=x", "/mcp?apiKey", "/mcp?api%5Fkey=x"] {
+            assert_eq!(check(&auth, &[KEY_A], uri), Err(Denial::KeyInQuery), "{uri}");
         }
-        assert_eq!(
-            check(&auth, &[KEY_A], "/mcp?page=2&keys=3").unwrap(),
-            "alpha"
-        );
+        assert_eq!(check(&auth, &[KEY_A], "/mcp?page=2&keys=3").unwrap(), "alpha");
     }
 
     #[test]
@@ -408,22 +364,12 @@ mod tests {
         let auth = auth(&store);
         load(&store, "alpha-rotated-key-of-good-length", KEY_B);
         auth.rebuild(&clients(), &store.snapshot());
-        assert_eq!(
-            check(&auth, &["alpha-rotated-key-of-good-length"], "/").unwrap(),
-            "alpha"
-        );
-        assert_eq!(
-            check(&auth, &[KEY_A], "/").unwrap(),
-            "alpha",
-            "old key in the overlap"
-        );
+        assert_eq!(check(&auth, &["alpha-rotated-key-of-good-length"], "/").unwrap(), "alpha");
+        assert_eq!(check(&auth, &[KEY_A], "/").unwrap(), "alpha", "old key in the overlap");
         let keyring = auth.keyring.load();
         let digest = auth.digester.digest(KEY_A.as_bytes());
         let after = Instant::now() + Duration::from_secs(61);
-        assert!(
-            keyring.identify(&digest, after).is_none(),
-            "old key after the overlap"
-        );
+        assert!(keyring.identify(&digest, after).is_none(), "old key after the overlap");
     }
 
     #[test]
@@ -433,20 +379,11 @@ mod tests {
         auth.rebuild(&clients(), &store.snapshot());
         let (headers, uri) = request(&["wrong"], "/");
         let bad: IpAddr = "127.0.0.9".parse().unwrap();
-        assert_eq!(
-            auth.check(&headers, &uri, bad).unwrap_err(),
-            Denial::Invalid
-        );
-        assert_eq!(
-            auth.check(&headers, &uri, bad).unwrap_err(),
-            Denial::Invalid
-        );
+        assert_eq!(auth.check(&headers, &uri, bad).unwrap_err(), Denial::Invalid);
+        assert_eq!(auth.check(&headers, &uri, bad).unwrap_err(), Denial::Invalid);
         assert!(matches!(auth.check(&headers, &uri, bad), Err(Denial::RateLimited(s)) if s >= 1));
         let (good, uri) = request(&[KEY_A], "/");
-        assert!(matches!(
-            auth.check(&good, &uri, bad),
-            Err(Denial::RateLimited(_))
-        ));
+        assert!(matches!(auth.check(&good, &uri, bad), Err(Denial::RateLimited(_))));
         let other: IpAddr = "127.0.0.10".parse().unwrap();
         assert_eq!(auth.check(&good, &uri, other).unwrap().id.as_ref(), "alpha");
     }

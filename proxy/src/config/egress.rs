@@ -85,10 +85,7 @@ impl EgressConfig {
             let prefix_ok = route.prefix.len() >= 3
                 && route.prefix.starts_with('/')
                 && route.prefix.ends_with('/')
-                && route
-                    .prefix
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+                && route.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
                 && !route.prefix.split('/').any(|s| s == "." || s == "..");
             if !prefix_ok {
                 return Err(invalid(
@@ -116,9 +113,7 @@ impl EgressConfig {
                 let field = key(&format!("headers.{name}"));
                 let parsed = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| invalid(field.clone(), "not a valid header name"))?;
-                if CREDENTIAL_HINTS
-                    .iter()
-                    .any(|hint| parsed.as_str().contains(hint))
+                if CREDENTIAL_HINTS.iter().any(|hint| parsed.as_str().contains(hint))
                     || parsed == header
                 {
                     return Err(invalid(
@@ -186,10 +181,7 @@ mod tests {
     fn egress_stays_on_loopback_unless_loudly_allowed() {
         let err =
             with_egress(&format!("[egress]\nlisten = \"0.0.0.0:8090\"\n{ROUTE}")).unwrap_err();
-        assert!(
-            err.starts_with("egress.listen: must be a loopback address"),
-            "{err}"
-        );
+        assert!(err.starts_with("egress.listen: must be a loopback address"), "{err}");
         let allowed = "[egress]\nlisten = \"0.0.0.0:8090\"\nunsafe_listen_beyond_loopback = true\n";
         assert!(with_egress(&format!("{allowed}{ROUTE}")).is_ok());
         assert!(with_egress(&format!("[egress]\nlisten = \"[::1]:8090\"\n{ROUTE}")).is_ok());
@@ -198,16 +190,8 @@ mod tests {
     #[test]
     fn routes_are_checked_key_by_key() {
         let cases = [
-            (
-                "prefix = \"/health/\"",
-                "prefix = \"health\"",
-                "egress.routes[0].prefix:",
-            ),
-            (
-                "prefix = \"/health/\"",
-                "prefix = \"/../\"",
-                "egress.routes[0].prefix:",
-            ),
+            ("prefix = \"/health/\"", "prefix = \"health\"", "egress.routes[0].prefix:"),
+            ("prefix = \"/health/\"", "prefix = \"/../\"", "egress.routes[0].prefix:"),
             (
                 "https://apim.example.net/b/",
                 "http://apim.example.net/b/",
@@ -240,12 +224,8 @@ mod tests {
             assert!(!err.contains("sk-live-1"), "{err}");
         }
         let twice = format!("[egress]\n{ROUTE}{ROUTE}");
-        assert!(with_egress(&twice)
-            .unwrap_err()
-            .starts_with("egress.routes[1].prefix:"));
-        assert!(with_egress("[egress]\n")
-            .unwrap_err()
-            .starts_with("egress.routes:"));
+        assert!(with_egress(&twice).unwrap_err().starts_with("egress.routes[1].prefix:"));
+        assert!(with_egress("[egress]\n").unwrap_err().starts_with("egress.routes:"));
     }
 
     #[test]

@@ -42,10 +42,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        problem: problem.into(),
-    }
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
 /// The whole configuration.
@@ -143,9 +140,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            listen: defaults::admin_listen(),
-        }
+        Self { listen: defaults::admin_listen() }
     }
 }
 
@@ -181,6 +176,9 @@ pub struct SecretsConfig {
     pub dir: Option<PathBuf>,
     /// Vault URL (`source = "keyvault"`).
     pub vault_url: Option<String>,
+    /// Connect to this address for the vault's host instead of resolving it (a private
+    /// endpoint without DNS, a local emulator); TLS still verifies the vault's name.
+    pub vault_address: Option<std::net::IpAddr>,
     /// Full reload period.
     #[serde(default = "defaults::refresh_interval", with = "duration")]
     pub refresh_interval: Duration,
@@ -280,10 +278,8 @@ mod defaults {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text)
     }
 
@@ -354,14 +350,8 @@ impl Config {
             ("ingress.max_connections", ingress.max_connections as u64),
             ("ingress.max_header_bytes", ingress.max_header_bytes as u64),
             ("ingress.max_body_bytes", ingress.max_body_bytes),
-            (
-                "ingress.auth_failures_per_minute",
-                ingress.auth_failures_per_minute.into(),
-            ),
-            (
-                "ingress.auth_failure_burst",
-                ingress.auth_failure_burst.into(),
-            ),
+            ("ingress.auth_failures_per_minute", ingress.auth_failures_per_minute.into()),
+            ("ingress.auth_failure_burst", ingress.auth_failure_burst.into()),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
@@ -400,10 +390,33 @@ impl Config {
                 }
             }
             SecretSource::Keyvault => {
-                return Err(invalid(
-                    "secrets.source",
-                    "\"keyvault\" is not available in this build yet; use \"file\"",
-                ));
+                let url = secrets.vault_url.as_deref().ok_or_else(|| {
+                    invalid("secrets.vault_url", "required when source = \"keyvault\"")
+                })?;
+                let uri: Option<Uri> = url.parse().ok();
+                let ok = uri.as_ref().is_some_and(|u| {
+                    u.scheme_str() == Some("https")
+                        && u.host().is_some()
+                        && u.query().is_none()
+                        && !u.authority().is_some_and(|a| a.as_str().contains('@'))
+                        && matches!(u.path(), "" | "/")
+                });
+                if !ok {
+                    return Err(invalid(
+                        "secrets.vault_url",
+                        "must be https://<vault>.vault.azure.net/ (https, no path or query)",
+                    ));
+                }
+                if let Some(id) = &secrets.client_id {
+                    let guid = id.len() == 36
+                        && id.bytes().enumerate().all(|(i, b)| match i {
+                            8 | 13 | 18 | 23 => b == b'-',
+                            _ => b.is_ascii_hexdigit(),
+                        });
+                    if !guid {
+                        return Err(invalid("secrets.client_id", "must be a GUID"));
+                    }
+                }
             }
         }
         Ok(())
@@ -412,10 +425,7 @@ impl Config {
     /// Every secret name the configuration refers to; readiness waits for all of them.
     pub fn referenced_secrets(&self) -> Vec<String> {
         let clients = self.ingress.clients.iter().map(|c| c.secret.clone());
-        let routes = self
-            .egress
-            .iter()
-            .flat_map(|e| e.routes.iter().map(|r| r.secret.clone()));
+        let routes = self.egress.iter().flat_map(|e| e.routes.iter().map(|r| r.secret.clone()));
         let mut names: Vec<String> = clients.chain(routes).collect();
         names.sort();
         names.dedup();
@@ -430,9 +440,7 @@ impl Config {
 
 fn backend_uri(text: &str) -> Result<Uri, ConfigError> {
     let problem = "must be http://host:port of the MCP server in the pod (no path, no query)";
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| invalid("ingress.backend", problem))?;
+    let uri: Uri = text.parse().map_err(|_| invalid("ingress.backend", problem))?;
     let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
     if uri.scheme_str() != Some("http") || uri.authority().is_none() || !path_ok {
         return Err(invalid("ingress.backend", problem));
@@ -442,9 +450,7 @@ fn backend_uri(text: &str) -> Result<Uri, ConfigError> {
 
 fn is_client_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Secret names follow Key Vault's rules (1-127 of `0-9a-zA-Z-`), which also makes them safe
@@ -455,10 +461,7 @@ fn check_secret_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            key,
-            "a secret name is 1-127 characters of 0-9 a-z A-Z -",
-        ))
+        Err(invalid(key, "a secret name is 1-127 characters of 0-9 a-z A-Z -"))
     }
 }
 
@@ -468,12 +471,8 @@ fn is_origin(origin: &str) -> bool {
     };
     matches!(uri.scheme_str(), Some("http" | "https"))
         && uri.authority().is_some()
-        && !origin
-            .trim_end_matches('/')
-            .contains(|c: char| c.is_whitespace())
-        && uri
-            .path_and_query()
-            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        && !origin.trim_end_matches('/').contains(|c: char| c.is_whitespace())
+        && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
 }
 
 /// Replaces every double-quoted value in a parser message, so that a value typed into the wrong
@@ -544,9 +543,7 @@ mod tests {
     "#;
 
     fn error_of(text: &str) -> String {
-        Config::parse(text)
-            .expect_err("must be refused")
-            .to_string()
+        Config::parse(text).expect_err("must be refused").to_string()
     }
 
     #[test]
@@ -561,10 +558,7 @@ mod tests {
         assert_eq!(config.ingress.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(config.admin.listen, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(config.secrets.refresh_interval, Duration::from_secs(60));
-        assert_eq!(
-            config.referenced_secrets(),
-            vec!["mcp-client-claude".to_owned()]
-        );
+        assert_eq!(config.referenced_secrets(), vec!["mcp-client-claude".to_owned()]);
         assert_eq!(config.backend_uri().port_u16(), Some(8081));
     }
 
@@ -572,10 +566,7 @@ mod tests {
     fn unknown_keys_are_named() {
         let text = MINIMAL.replace("[secrets]", "[secrets]\napi_key = \"sk-live-123\"");
         let err = error_of(&text);
-        assert!(
-            err.starts_with("secrets.api_key: unknown field `api_key`"),
-            "{err}"
-        );
+        assert!(err.starts_with("secrets.api_key: unknown field `api_key`"), "{err}");
         assert!(!err.contains("sk-live-123"), "{err}");
     }
 
@@ -593,10 +584,7 @@ mod tests {
     #[test]
     fn a_client_without_a_secret_is_refused() {
         let err = error_of(&MINIMAL.replace("secret = \"mcp-client-claude\"", ""));
-        assert!(
-            err.starts_with("ingress.clients[0]: missing field `secret`"),
-            "{err}"
-        );
+        assert!(err.starts_with("ingress.clients[0]: missing field `secret`"), "{err}");
     }
 
     #[test]
@@ -605,10 +593,7 @@ mod tests {
             "[secrets]",
             "[[ingress.clients]]\nid = \"claude\"\nsecret = \"other\"\n[secrets]",
         );
-        assert_eq!(
-            error_of(&text),
-            "ingress.clients[1].id: duplicate client id \"claude\""
-        );
+        assert_eq!(error_of(&text), "ingress.clients[1].id: duplicate client id \"claude\"");
     }
 
     #[test]
@@ -629,26 +614,14 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            (
-                "[ingress]",
-                "[ingress]\nbackend = \"https://example.com/mcp\"",
-                "ingress.backend:",
-            ),
+            ("[ingress]", "[ingress]\nbackend = \"https://example.com/mcp\"", "ingress.backend:"),
             (
                 "[ingress]",
                 "[ingress]\nallowed_origins = [\"not an origin\"]",
                 "ingress.allowed_origins[0]:",
             ),
-            (
-                "[ingress]",
-                "[ingress]\nmax_body_bytes = 0",
-                "ingress.max_body_bytes:",
-            ),
-            (
-                "id = \"claude\"",
-                "id = \"bad id\"",
-                "ingress.clients[0].id:",
-            ),
+            ("[ingress]", "[ingress]\nmax_body_bytes = 0", "ingress.max_body_bytes:"),
+            ("id = \"claude\"", "id = \"bad id\"", "ingress.clients[0].id:"),
             (
                 "secret = \"mcp-client-claude\"",
                 "secret = \"../etc/passwd\"",
@@ -656,6 +629,17 @@ mod tests {
             ),
             ("dir = \"/tmp/secrets\"", "", "secrets.dir:"),
             ("source = \"file\"", "source = \"vault\"", "secrets.source:"),
+            ("source = \"file\"", "source = \"keyvault\"", "secrets.vault_url: required"),
+            (
+                "source = \"file\"",
+                "source = \"keyvault\"\nvault_url = \"http://kv.example/\"",
+                "secrets.vault_url: must be https",
+            ),
+            (
+                "source = \"file\"",
+                "source = \"keyvault\"\nvault_url = \"https://kv.example/\"\nclient_id = \"x\"",
+                "secrets.client_id:",
+            ),
             (
                 "[ingress]",
                 "[ingress]\nheader_read_timeout = \"10 parsecs\"",
@@ -681,15 +665,7 @@ mod tests {
         assert_eq!(duration::parse("30s"), Some(Duration::from_secs(30)));
         assert_eq!(duration::parse("24h"), Some(Duration::from_secs(86_400)));
         assert_eq!(duration::parse("2d"), Some(Duration::from_secs(172_800)));
-        for bad in [
-            "",
-            "s",
-            "10",
-            "1.5s",
-            "-1s",
-            "10 s",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "s", "10", "1.5s", "-1s", "10 s", "99999999999999999999d"] {
             assert_eq!(duration::parse(bad), None, "{bad}");
         }
     }

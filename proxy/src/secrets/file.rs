@@ -28,10 +28,7 @@ pub struct FileSource {
 impl FileSource {
     /// A source over `dir`.
     pub fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            warned: Mutex::new(HashSet::new()),
-        }
+        Self { dir, warned: Mutex::new(HashSet::new()) }
     }
 
     /// Loads one secret. Names were validated at config load, so they hold no path separator.
@@ -156,10 +153,7 @@ mod tests {
     fn oversize_files_are_refused() {
         let dir = dir();
         std::fs::write(dir.path().join("big"), vec![b'a'; 70_000]).unwrap();
-        assert!(matches!(
-            FileSource::new(dir.path().into()).load("big"),
-            Loaded::Missing
-        ));
+        assert!(matches!(FileSource::new(dir.path().into()).load("big"), Loaded::Missing));
     }
 
     #[cfg(unix)]
@@ -169,10 +163,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("..data")).unwrap();
         std::fs::write(dir.path().join("..data/k"), "linked").unwrap();
         std::os::unix::fs::symlink("..data/k", dir.path().join("k")).unwrap();
-        assert_eq!(
-            value(FileSource::new(dir.path().into()).load("k")),
-            b"linked"
-        );
+        assert_eq!(value(FileSource::new(dir.path().into()).load("k")), b"linked");
     }
 
     #[cfg(unix)]

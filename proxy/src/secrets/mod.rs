@@ -6,7 +6,9 @@
 //! new key without a failed request. Nothing here formats a value.
 
 mod file;
+mod keyvault;
 mod refresh;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
 pub use file::FileSource;
-pub use refresh::run;
+pub use keyvault::{KeyVaultError, KeyVaultSource};
+pub use refresh::{run, Source};
 
 use crate::secret::Secret;
 
@@ -26,8 +29,27 @@ use crate::secret::Secret;
 pub struct Versions {
     /// The newest value.
     pub current: Secret,
+    /// When the current value stops being accepted (its `exp`), if ever.
+    pub current_until: Option<Instant>,
     /// Replaced values and the instant each stops being accepted.
     pub previous: Vec<(Secret, Instant)>,
+}
+
+impl Versions {
+    /// True when both hold the same values in the same order, ending within a second of each
+    /// other (ends are recomputed from attributes at every load).
+    fn same_as(&self, other: &Versions) -> bool {
+        let close =
+            |a: Instant, b: Instant| a.max(b).duration_since(a.min(b)) < Duration::from_secs(1);
+        let ends_match = match (self.current_until, other.current_until) {
+            (Some(a), Some(b)) => close(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        self.current == other.current
+            && ends_match
+            && self.previous.len() == other.previous.len()
+            && self.previous.iter().zip(&other.previous).all(|(a, b)| a.0 == b.0 && close(a.1, b.1))
+    }
 }
 
 /// Every loaded secret at one moment.
@@ -64,8 +86,11 @@ impl Snapshot {
 /// What a source said about one secret in one load.
 #[derive(Debug)]
 pub enum Loaded {
-    /// The value.
+    /// The value; replaced values overlap as the store's rotation overlap says (file source).
     Value(Secret),
+    /// Every accepted version with its end, as the source decided (Key Vault, whose version
+    /// attributes carry the overlap across restarts).
+    Versions(Versions),
     /// The source answered that the secret does not exist (or is empty): it is removed.
     Missing,
     /// The source could not answer (I/O error, outage): the last good value is kept.
@@ -87,10 +112,7 @@ impl SecretStore {
     pub fn new(mut names: Vec<String>, overlap: Duration) -> Self {
         names.sort();
         names.dedup();
-        let empty = Snapshot {
-            missing: names.clone(),
-            ..Snapshot::default()
-        };
+        let empty = Snapshot { missing: names.clone(), ..Snapshot::default() };
         Self {
             current: ArcSwap::from_pointee(empty),
             changed: watch::channel(()).0,
@@ -150,17 +172,17 @@ impl SecretStore {
                     if self.overlap.is_zero() {
                         previous.clear();
                     }
-                    Some(Versions {
-                        current: value,
-                        previous,
-                    })
+                    Some(Versions { current: value, current_until: None, previous })
                 }
                 (Loaded::Value(value), None) => {
                     changed.push(name.clone());
-                    Some(Versions {
-                        current: value,
-                        previous: Vec::new(),
-                    })
+                    Some(Versions { current: value, current_until: None, previous: Vec::new() })
+                }
+                (Loaded::Versions(versions), before) => {
+                    if before.is_none_or(|b| !b.same_as(&versions)) {
+                        changed.push(name.clone());
+                    }
+                    Some(versions)
                 }
                 (Loaded::Missing, before) => {
                     if before.is_some() {
@@ -182,16 +204,8 @@ impl SecretStore {
         }
         missing.sort();
         let publish = !changed.is_empty() || expired_any || missing != old.missing;
-        let loaded_at = if answered {
-            Some(SystemTime::now())
-        } else {
-            old.loaded_at
-        };
-        self.current.store(Arc::new(Snapshot {
-            secrets,
-            missing,
-            loaded_at,
-        }));
+        let loaded_at = if answered { Some(SystemTime::now()) } else { old.loaded_at };
+        self.current.store(Arc::new(Snapshot { secrets, missing, loaded_at }));
         if publish {
             self.changed.send_replace(());
         }
@@ -217,16 +231,10 @@ mod tests {
         assert!(!store.snapshot().is_complete());
         assert_eq!(store.snapshot().missing(), ["a", "b"]);
         let now = Instant::now();
-        store.apply(
-            vec![("a".into(), value("1")), ("b".into(), Loaded::Missing)],
-            now,
-        );
+        store.apply(vec![("a".into(), value("1")), ("b".into(), Loaded::Missing)], now);
         assert!(!store.snapshot().is_complete());
         assert_eq!(store.snapshot().missing(), ["b"]);
-        store.apply(
-            vec![("a".into(), value("1")), ("b".into(), value("2"))],
-            now,
-        );
+        store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
         assert!(store.snapshot().is_complete());
     }
 
@@ -234,14 +242,8 @@ mod tests {
     fn a_new_value_keeps_the_old_one_for_the_overlap() {
         let store = store();
         let t0 = Instant::now();
-        store.apply(
-            vec![("a".into(), value("old")), ("b".into(), value("x"))],
-            t0,
-        );
-        let changed = store.apply(
-            vec![("a".into(), value("new")), ("b".into(), value("x"))],
-            t0,
-        );
+        store.apply(vec![("a".into(), value("old")), ("b".into(), value("x"))], t0);
+        let changed = store.apply(vec![("a".into(), value("new")), ("b".into(), value("x"))], t0);
         assert_eq!(changed, ["a"]);
         let snap = store.snapshot();
         let a = snap.get("a").unwrap();
@@ -251,10 +253,7 @@ mod tests {
         assert_eq!(a.previous[0].1, t0 + Duration::from_secs(60));
         // After the overlap the previous value is dropped at the next load.
         let later = t0 + Duration::from_secs(61);
-        store.apply(
-            vec![("a".into(), value("new")), ("b".into(), value("x"))],
-            later,
-        );
+        store.apply(vec![("a".into(), value("new")), ("b".into(), value("x"))], later);
         assert!(store.snapshot().get("a").unwrap().previous.is_empty());
     }
 
@@ -262,35 +261,20 @@ mod tests {
     fn an_unavailable_source_keeps_the_last_good_value() {
         let store = store();
         let now = Instant::now();
-        store.apply(
-            vec![("a".into(), value("1")), ("b".into(), value("2"))],
-            now,
-        );
+        store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
         let mut rx = store.subscribe();
         rx.mark_unchanged();
-        store.apply(
-            vec![("a".into(), Loaded::Unavailable), ("b".into(), value("2"))],
-            now,
-        );
+        store.apply(vec![("a".into(), Loaded::Unavailable), ("b".into(), value("2"))], now);
         assert_eq!(store.snapshot().get("a").unwrap().current.expose(), b"1");
-        assert!(
-            !rx.has_changed().unwrap(),
-            "nothing changed, nothing published"
-        );
+        assert!(!rx.has_changed().unwrap(), "nothing changed, nothing published");
     }
 
     #[test]
     fn a_removed_secret_is_gone_at_once() {
         let store = store();
         let now = Instant::now();
-        store.apply(
-            vec![("a".into(), value("1")), ("b".into(), value("2"))],
-            now,
-        );
-        store.apply(
-            vec![("a".into(), Loaded::Missing), ("b".into(), value("2"))],
-            now,
-        );
+        store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
+        store.apply(vec![("a".into(), Loaded::Missing), ("b".into(), value("2"))], now);
         assert!(store.snapshot().get("a").is_none());
         assert!(!store.snapshot().is_complete());
     }

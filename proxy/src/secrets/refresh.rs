@@ -1,66 +1,89 @@
-//! The refresh task: loads every referenced secret at start, then again on every watch tick,
-//! every refresh interval, SIGHUP and admin request, until shutdown.
+//! The refresh task: loads every referenced secret at start, retries with exponential backoff
+//! until every one is loaded, then reloads on every tick, SIGHUP and admin request, until
+//! shutdown. While the source is down the last good snapshot keeps serving, and its age is
+//! reported.
 //!
 //! Loading logs names and outcomes, never values.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{FileSource, Loaded, SecretStore};
+use super::{FileSource, KeyVaultSource, Loaded, SecretStore};
 
-/// Runs until `shutdown` flips to true. The first load happens before the first await point
-/// returns, so readiness reflects the files as soon as the task starts.
-pub async fn run(
-    store: Arc<SecretStore>,
-    source: FileSource,
-    watch_interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let start = tokio::time::Instant::now() + watch_interval;
-    let mut tick = tokio::time::interval_at(start, watch_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_complete = None;
-    loop {
-        let results: Vec<_> = store
-            .names()
-            .iter()
-            .map(|name| (name.clone(), source.load(name)))
-            .collect();
-        report(&results);
-        let changed = store.apply(results, Instant::now());
-        for name in &changed {
-            tracing::info!(secret = %name, "secret loaded or rotated");
-        }
-        let snapshot = store.snapshot();
-        if was_complete != Some(snapshot.is_complete()) {
-            if snapshot.is_complete() {
-                tracing::info!(
-                    secrets = store.names().len(),
-                    "every referenced secret is loaded"
-                );
-            } else {
-                tracing::warn!(missing = ?snapshot.missing(), "secrets missing; not ready");
-            }
-            was_complete = Some(snapshot.is_complete());
-        }
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = store.reload_requested() => tracing::info!("secret reload requested"),
-            _ = shutdown.changed() => return,
+/// Where secret values come from.
+#[derive(Debug)]
+pub enum Source {
+    /// A directory of files, re-read on every tick.
+    File(FileSource),
+    /// Azure Key Vault.
+    KeyVault(KeyVaultSource),
+}
+
+impl Source {
+    async fn load(&self, name: &str) -> Loaded {
+        match self {
+            Source::File(source) => source.load(name),
+            Source::KeyVault(source) => source.load(name).await,
         }
     }
 }
 
-fn report(results: &[(String, Loaded)]) {
-    for (name, loaded) in results {
-        match loaded {
-            Loaded::Value(_) => tracing::trace!(secret = %name, "secret read"),
-            Loaded::Missing => tracing::debug!(secret = %name, "secret missing"),
-            Loaded::Unavailable => {
-                tracing::debug!(secret = %name, "secret unavailable; last good value kept")
+/// First retry delay after a failed or incomplete load; it doubles up to the interval.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// Runs until `shutdown` flips to true, loading every `interval` once complete.
+pub async fn run(
+    store: Arc<SecretStore>,
+    source: Source,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut retry = FIRST_RETRY;
+    let mut was_complete = None;
+    loop {
+        let mut results = Vec::with_capacity(store.names().len());
+        for name in store.names() {
+            results.push((name.clone(), source.load(name).await));
+        }
+        let unavailable = results.iter().filter(|(_, l)| matches!(l, Loaded::Unavailable)).count();
+        for name in store.apply(results, Instant::now()) {
+            tracing::info!(secret = %name, "secret loaded or rotated");
+        }
+        let snapshot = store.snapshot();
+        let complete = snapshot.is_complete();
+        if was_complete != Some(complete) {
+            if complete {
+                tracing::info!(secrets = store.names().len(), "every referenced secret is loaded");
+            } else {
+                tracing::warn!(missing = ?snapshot.missing(), "secrets missing; not ready");
             }
+            was_complete = Some(complete);
+        }
+        if unavailable > 0 {
+            let age = snapshot
+                .loaded_at()
+                .and_then(|at| SystemTime::now().duration_since(at).ok())
+                .map(|age| age.as_secs());
+            tracing::warn!(
+                unavailable,
+                snapshot_age_s = age,
+                "secret source unavailable; serving the last good snapshot"
+            );
+        }
+        let wait = if complete && unavailable == 0 {
+            retry = FIRST_RETRY;
+            interval
+        } else {
+            let wait = retry.min(interval);
+            retry = (retry * 2).min(interval);
+            wait
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = store.reload_requested() => tracing::info!("secret reload requested"),
+            _ = shutdown.changed() => return,
         }
     }
 }

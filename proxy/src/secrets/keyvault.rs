@@ -1,0 +1,335 @@
+//! The Key Vault source: secrets read with a managed identity (Container Apps / App Service
+//! identity endpoint or IMDS) or AKS workload identity, through keyward's own HTTP stack.
+//!
+//! Which versions are accepted is decided here from the versions' attributes, so it survives a
+//! restart: the newest enabled version valid now (`nbf` <= now < `exp`) is current, and each
+//! older valid version stays accepted until `rotation_overlap` after the version that replaced
+//! it was created. Key Vault does not enforce `enabled`, `nbf` or `exp` on reads; keyward does.
+//! Values move from the SDK's `String` into a zeroizing [`Secret`] at once and are cached by
+//! version (a version's value never changes). Errors are logged by status and code, never by
+//! their text, which may quote a response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_identity::{
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
+use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
+use futures::StreamExt;
+
+use super::transport::AzureTransport;
+use super::{Loaded, Versions};
+use crate::config::{CredentialKind, SecretsConfig};
+use crate::secret::Secret;
+use crate::trust::TrustError;
+
+/// Why the Key Vault source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyVaultError {
+    /// The vault CA file is unusable.
+    #[error("secrets.ca_file: {0}")]
+    Trust(#[from] TrustError),
+    /// The credential or client could not be built (names the kind, never a value).
+    #[error("cannot set up {what}: {kind}")]
+    Setup {
+        /// What was being built.
+        what: &'static str,
+        /// The SDK's error kind.
+        kind: String,
+    },
+}
+
+/// One version as listed, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VersionInfo {
+    pub(crate) version: String,
+    pub(crate) enabled: bool,
+    pub(crate) created: i64,
+    pub(crate) not_before: Option<i64>,
+    pub(crate) expires: Option<i64>,
+}
+
+/// The versions to accept at `now` (epoch seconds), current first, each with the time it stops
+/// being accepted.
+pub(crate) fn accepted(
+    versions: &[VersionInfo],
+    now: i64,
+    overlap: i64,
+) -> Vec<(String, Option<i64>)> {
+    let mut valid: Vec<&VersionInfo> = versions
+        .iter()
+        .filter(|v| v.enabled && v.not_before.is_none_or(|nbf| nbf <= now))
+        .filter(|v| v.expires.is_none_or(|exp| now < exp))
+        .collect();
+    valid.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut out = Vec::new();
+    for (i, version) in valid.iter().enumerate() {
+        let replaced_at = if i == 0 { None } else { Some(valid[i - 1].created) };
+        let until = match (replaced_at.map(|t| t.saturating_add(overlap)), version.expires) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if i > 0 && until.is_none_or(|until| until <= now) {
+            break;
+        }
+        out.push((version.version.clone(), until));
+    }
+    out
+}
+
+/// Reads secrets from one vault.
+pub struct KeyVaultSource {
+    client: SecretClient,
+    overlap: Duration,
+    /// Values by `name/version`.
+    cache: Mutex<HashMap<String, Secret>>,
+}
+
+impl std::fmt::Debug for KeyVaultSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVaultSource").field("vault", &self.client.endpoint().as_str()).finish()
+    }
+}
+
+impl KeyVaultSource {
+    /// Builds the credential and the client from validated config.
+    pub fn new(config: &SecretsConfig) -> Result<Self, KeyVaultError> {
+        let vault_url = config.vault_url.as_deref().expect("validated: keyvault has a vault_url");
+        let pin = match (config.vault_address, url_host(vault_url)) {
+            (Some(ip), Some(host)) => Some((host, ip)),
+            _ => None,
+        };
+        let transport = AzureTransport::new(config.ca_file.as_deref(), pin)?;
+        let client_options = ClientOptions {
+            transport: Some(Transport::new(Arc::new(transport))),
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let credential = credential(config, client_options.clone())?;
+        let options = SecretClientOptions {
+            client_options,
+            verify_challenge_resource: Some(config.verify_challenge_resource),
+            ..Default::default()
+        };
+        let client = SecretClient::new(vault_url, credential, Some(options))
+            .map_err(|e| setup("the Key Vault client", &e))?;
+        Ok(Self { client, overlap: config.rotation_overlap, cache: Mutex::default() })
+    }
+
+    /// Loads the accepted versions of `name`.
+    pub async fn load(&self, name: &str) -> Loaded {
+        let versions = match self.versions(name).await {
+            Ok(versions) => versions,
+            Err(err) => return failed(name, "list versions", &err),
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+        let chosen = accepted(&versions, now, self.overlap.as_secs() as i64);
+        if chosen.is_empty() {
+            tracing::warn!(secret = name, "no enabled, unexpired version of the secret");
+            return Loaded::Missing;
+        }
+        let mut values = Vec::with_capacity(chosen.len());
+        for (version, until) in &chosen {
+            match self.value(name, version).await {
+                Ok(value) => values.push((value, until.map(|u| instant_at(u, now)))),
+                Err(err) => return failed(name, "get version", &err),
+            }
+        }
+        self.prune(name, &chosen);
+        let mut values = values.into_iter();
+        let (current, current_until) = values.next().expect("at least one chosen version");
+        let previous = values.map(|(s, until)| (s, until.expect("older versions end"))).collect();
+        Loaded::Versions(Versions { current, current_until, previous })
+    }
+
+    async fn versions(&self, name: &str) -> azure_core::Result<Vec<VersionInfo>> {
+        let mut pager = self.client.list_secret_properties_versions(name, None)?;
+        let mut out = Vec::new();
+        while let Some(item) = pager.next().await {
+            let item = item?;
+            let Some(version) = item.resource_id().ok().and_then(|id| id.version) else { continue };
+            let attributes = item.attributes.unwrap_or_default();
+            out.push(VersionInfo {
+                version,
+                enabled: attributes.enabled.unwrap_or(false),
+                created: attributes.created.map_or(0, |t| t.unix_timestamp()),
+                not_before: attributes.not_before.map(|t| t.unix_timestamp()),
+                expires: attributes.expires.map(|t| t.unix_timestamp()),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn value(&self, name: &str, version: &str) -> azure_core::Result<Secret> {
+        let key = format!("{name}/{version}");
+        if let Some(cached) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(cached.clone());
+        }
+        let options = SecretClientGetSecretOptions {
+            secret_version: Some(version.to_owned()),
+            ..Default::default()
+        };
+        let mut model = self.client.get_secret(name, Some(options)).await?.into_model()?;
+        let value = model
+            .value
+            .take()
+            .map(Secret::from_string)
+            .unwrap_or_else(|| Secret::new(zeroize::Zeroizing::new(Vec::new())));
+        if value.is_empty() {
+            return Err(azure_core::Error::with_message(
+                ErrorKind::DataConversion,
+                "empty secret value",
+            ));
+        }
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value.clone());
+        Ok(value)
+    }
+
+    fn prune(&self, name: &str, keep: &[(String, Option<i64>)]) {
+        let prefix = format!("{name}/");
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|key, _| {
+            key.strip_prefix(&prefix).is_none_or(|v| keep.iter().any(|(kept, _)| kept == v))
+        });
+    }
+}
+
+fn credential(
+    config: &SecretsConfig,
+    client_options: ClientOptions,
+) -> Result<Arc<dyn TokenCredential>, KeyVaultError> {
+    let workload = match config.credential {
+        CredentialKind::WorkloadIdentity => true,
+        CredentialKind::ManagedIdentity => false,
+        CredentialKind::Auto => std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some(),
+    };
+    if workload {
+        let mut options = WorkloadIdentityCredentialOptions::default();
+        options.credential_options.client_options = client_options;
+        options.client_id = config.client_id.clone();
+        let credential = WorkloadIdentityCredential::new(Some(options))
+            .map_err(|e| setup("the workload identity credential", &e))?;
+        tracing::info!(credential = "workload_identity", "Key Vault credential");
+        Ok(credential)
+    } else {
+        let options = ManagedIdentityCredentialOptions {
+            user_assigned_id: config.client_id.clone().map(UserAssignedId::ClientId),
+            client_options,
+        };
+        let credential = ManagedIdentityCredential::new(Some(options))
+            .map_err(|e| setup("the managed identity credential", &e))?;
+        let endpoint = if std::env::var_os("IDENTITY_ENDPOINT").is_some() {
+            "identity_endpoint"
+        } else {
+            "imds"
+        };
+        tracing::info!(credential = "managed_identity", source = endpoint, "Key Vault credential");
+        Ok(credential)
+    }
+}
+
+fn setup(what: &'static str, err: &azure_core::Error) -> KeyVaultError {
+    KeyVaultError::Setup { what, kind: describe(err) }
+}
+
+/// A failed load: a secret that does not exist (or may not be read) is missing; an outage
+/// keeps the last good value.
+fn failed(name: &str, step: &'static str, err: &azure_core::Error) -> Loaded {
+    let what = describe(err);
+    match err.http_status().map(u16::from) {
+        Some(404) => {
+            tracing::warn!(secret = name, step, error = %what, "secret not found in Key Vault");
+            Loaded::Missing
+        }
+        Some(403) => {
+            tracing::warn!(secret = name, step, error = %what, "access to the secret denied");
+            Loaded::Missing
+        }
+        _ => {
+            tracing::warn!(secret = name, step, error = %what, "Key Vault unavailable");
+            Loaded::Unavailable
+        }
+    }
+}
+
+/// The error's kind, status and service code: never its message, which may quote a response.
+fn describe(err: &azure_core::Error) -> String {
+    match err.kind() {
+        ErrorKind::HttpResponse { status, error_code, .. } => {
+            format!("http {} {}", u16::from(*status), error_code.as_deref().unwrap_or("-"))
+        }
+        ErrorKind::Connection => "connection failed".into(),
+        ErrorKind::Io => "i/o error".into(),
+        ErrorKind::DataConversion => "unexpected response".into(),
+        ErrorKind::Credential => "credential unavailable".into(),
+        _ => "other".into(),
+    }
+}
+
+fn instant_at(epoch_secs: i64, now: i64) -> Instant {
+    Instant::now() + Duration::from_secs(epoch_secs.saturating_sub(now).max(0) as u64)
+}
+
+fn url_host(url: &str) -> Option<String> {
+    url.parse::<http::Uri>().ok()?.host().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(version: &str, created: i64) -> VersionInfo {
+        VersionInfo {
+            version: version.into(),
+            enabled: true,
+            created,
+            not_before: None,
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_valid_version_is_current_and_the_one_it_replaced_overlaps() {
+        let versions = [v("a", 100), v("c", 300), v("b", 200)];
+        assert_eq!(accepted(&versions, 310, 50), [("c".into(), None), ("b".into(), Some(350))]);
+        // Past the overlap only the current version is accepted.
+        assert_eq!(accepted(&versions, 360, 50), [("c".into(), None)]);
+        // The oldest was replaced at 200: its window ended at 250, before b's.
+        assert_eq!(accepted(&versions, 240, 50).len(), 3);
+    }
+
+    #[test]
+    fn disabled_expired_and_future_versions_are_never_accepted() {
+        let mut disabled = v("new", 300);
+        disabled.enabled = false;
+        let mut expired = v("exp", 250);
+        expired.expires = Some(305);
+        let mut future = v("nbf", 400);
+        future.not_before = Some(1000);
+        let versions = [v("old", 100), disabled, expired, future];
+        // "new" is disabled and "nbf" not yet valid: "exp" is current until it expires.
+        assert_eq!(
+            accepted(&versions, 290, 50),
+            [("exp".into(), Some(305)), ("old".into(), Some(300))]
+        );
+        assert_eq!(accepted(&versions, 306, 1000), [("old".into(), None)]);
+        assert!(accepted(&[], 0, 0).is_empty());
+    }
+
+    #[test]
+    fn an_overlap_never_outlives_the_version_s_own_expiry() {
+        let mut old = v("old", 100);
+        old.expires = Some(220);
+        assert_eq!(accepted(&[old, v("new", 200)], 210, 1000)[1], ("old".into(), Some(220)));
+    }
+}
