@@ -89,7 +89,7 @@ impl Egress {
             })
             .collect();
         // Longest prefix first, so `/health/v2/` wins over `/health/`.
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         Ok(Self {
             credentials: ArcSwap::from_pointee(vec![None; routes.len()]),
             routes,

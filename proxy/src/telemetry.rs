@@ -15,7 +15,9 @@ use crate::config::{LogFormat, TelemetryConfig};
 
 /// True for events that may be written at any level: keyward's own, or INFO and above.
 fn allowed(meta: &Metadata<'_>) -> bool {
-    *meta.level() <= Level::INFO || meta.target() == "keyward" || meta.target().starts_with("keyward::")
+    *meta.level() <= Level::INFO
+        || meta.target() == "keyward"
+        || meta.target().starts_with("keyward::")
 }
 
 /// Installs the global subscriber. `RUST_LOG` wins over `log_level`; the default is `info`.
@@ -32,9 +34,10 @@ pub fn init(config: &TelemetryConfig) {
             .with_writer(std::io::stdout)
             .with_filter(filter)
             .boxed(),
-        LogFormat::Text => {
-            tracing_subscriber::fmt::layer().with_writer(std::io::stdout).with_filter(filter).boxed()
-        }
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .with_filter(filter)
+            .boxed(),
     };
     // `try_init` fails only when a subscriber is already set (tests that start several apps
     // in one process); the first one stays.

@@ -91,16 +91,10 @@ impl TestBackend {
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let _ = match tls {
-                        None => {
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await
-                        }
+                        None => builder.serve_connection(TokioIo::new(stream), service).await,
                         Some(tls) => match tls.accept(stream).await {
                             Ok(stream) => {
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await
+                                builder.serve_connection(TokioIo::new(stream), service).await
                             }
                             Err(_) => return,
                         },
@@ -109,13 +103,7 @@ impl TestBackend {
             }
         });
         let streams = tokio::sync::Mutex::new(streams_rx);
-        Self {
-            addr,
-            seen,
-            connections,
-            streams,
-            task,
-        }
+        Self { addr, seen, connections, streams, task }
     }
 
     /// TCP connections accepted so far.
@@ -133,8 +121,7 @@ impl TestBackend {
     pub async fn next_stream(&self) -> mpsc::Sender<Bytes> {
         let mut streams = self.streams.lock().await;
         let next = tokio::time::timeout(Duration::from_secs(10), streams.recv()).await;
-        next.expect("an /sse request within 10 s")
-            .expect("backend running")
+        next.expect("an /sse request within 10 s").expect("backend running")
     }
 }
 
@@ -146,18 +133,10 @@ async fn answer(
     streams: &mpsc::UnboundedSender<mpsc::Sender<Bytes>>,
 ) -> Response<Reply> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
-        uri: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         version: format!("{:?}", parts.version),
         headers: parts.headers.clone(),
         body,
@@ -185,12 +164,8 @@ async fn answer(
         _ => {
             let mut response = json(StatusCode::OK, "{\"ok\":true}");
             // Hop-by-hop headers a proxy must not pass back.
-            response
-                .headers_mut()
-                .insert("connection", "x-backend-private".parse().unwrap());
-            response
-                .headers_mut()
-                .insert("x-backend-private", "1".parse().unwrap());
+            response.headers_mut().insert("connection", "x-backend-private".parse().unwrap());
+            response.headers_mut().insert("x-backend-private", "1".parse().unwrap());
             response
         }
     }
@@ -200,9 +175,7 @@ fn json(status: StatusCode, body: &'static str) -> Response<Reply> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(http_body_util::Either::Left(Full::new(Bytes::from_static(
-            body.as_bytes(),
-        ))))
+        .body(http_body_util::Either::Left(Full::new(Bytes::from_static(body.as_bytes()))))
         .unwrap()
 }
 
@@ -226,8 +199,6 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }

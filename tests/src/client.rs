@@ -34,9 +34,7 @@ pub fn http1() -> Client<HttpConnector, Full<Bytes>> {
 
 /// An HTTP/2 client with prior knowledge (h2c).
 pub fn h2c() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new())
+    Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new())
 }
 
 /// A request to `addr` + `path` with `headers` appended in order (repeats kept).
@@ -47,15 +45,11 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Request<Full<Bytes>> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    let mut builder = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    builder
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .expect("valid request")
+    builder.body(Full::new(Bytes::copy_from_slice(body.as_bytes()))).expect("valid request")
 }
 
 /// Sends and collects the whole response.
@@ -71,20 +65,12 @@ pub async fn send(
 pub async fn collect(response: Response<Incoming>) -> Reply {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply { status: parts.status, headers: parts.headers, body }
 }
 
 /// A GET with one `X-Api-Key`.
 pub async fn get_with_key(addr: SocketAddr, path: &str, key: &str) -> Reply {
-    send(
-        &http1(),
-        request(addr, "GET", path, &[("x-api-key", key)], ""),
-    )
-    .await
+    send(&http1(), request(addr, "GET", path, &[("x-api-key", key)], "")).await
 }
 
 /// A body-less client for streaming requests.

@@ -6,5 +6,6 @@
 pub mod backend;
 pub mod client;
 pub mod dir;
+pub mod fake_azure;
 pub mod process;
 pub mod tls;

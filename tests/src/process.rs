@@ -13,16 +13,9 @@ use std::time::{Duration, Instant};
 /// Path of a workspace binary built by the same `cargo test` run.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/..");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run `cargo test --workspace`",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built; run `cargo test --workspace`", path.display());
     path
 }
 
@@ -34,16 +27,24 @@ pub struct Keyward {
     pub ingress: SocketAddr,
     /// The admin address it reported.
     pub admin: SocketAddr,
+    /// The egress address it reported, when egress is configured.
+    pub egress: Option<SocketAddr>,
     output: Arc<Mutex<String>>,
 }
 
 impl Keyward {
     /// Starts `keyward --config <config>` and waits for its "keyward listening" log line.
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Keyward::start`], with extra environment variables (identity endpoint and such).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary("keyward"))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -74,17 +75,12 @@ impl Keyward {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("keyward did not start:\n{}", output.lock().unwrap()));
-        let field = |name: &str| -> SocketAddr {
-            let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-            value[name]
-                .as_str()
-                .expect("address field")
-                .parse()
-                .expect("address")
-        };
+        let fields: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        let field = |name: &str| -> Option<SocketAddr> { fields[name].as_str()?.parse().ok() };
         Self {
-            ingress: field("ingress"),
-            admin: field("admin"),
+            ingress: field("ingress").expect("ingress address"),
+            admin: field("admin").expect("admin address"),
+            egress: field("egress"),
             child,
             output,
         }
@@ -102,10 +98,8 @@ impl Keyward {
 
     /// Sends a signal by name (`TERM`, `HUP`, ...).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status();
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
         assert!(status.expect("kill").success());
     }
 

@@ -68,9 +68,7 @@ impl TestCa {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let params = CertificateParams::new(names).expect("params");
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("leaf cert");
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("leaf cert");
         Issued {
             cert_pem: format!("{}{}", cert.pem(), self.cert.pem()),
             key_pem: key.serialize_pem(),

@@ -56,19 +56,11 @@ fn secrets(dir: &TempDir) -> TempDir {
 }
 
 fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl runs")
+    Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl runs")
 }
 
 fn status_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned()
+    String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned()
 }
 
 async fn started(dir: &TempDir, backend: &TestBackend, extra: &str, watch: &str) -> Keyward {
@@ -112,22 +104,11 @@ fn check_config_names_the_bad_key_and_never_a_value() {
     assert!(stderr.contains("ingress.listen:"), "{stderr}");
     assert!(!stderr.contains("sk-live-0000-canary"), "{stderr}");
 
-    let none = Command::new(binary("keyward"))
-        .env_remove("KEYWARD_CONFIG")
-        .output()
-        .unwrap();
+    let none = Command::new(binary("keyward")).env_remove("KEYWARD_CONFIG").output().unwrap();
     assert_eq!(none.status.code(), Some(2));
-    let help = Command::new(binary("keyward"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = Command::new(binary("keyward")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for key in [
-        "allowed_origins",
-        "max_body_bytes",
-        "rotation_overlap",
-        "watch_interval",
-    ] {
+    for key in ["allowed_origins", "max_body_bytes", "rotation_overlap", "watch_interval"] {
         assert!(help.contains(key), "--help does not document {key}");
     }
 }
@@ -156,11 +137,7 @@ async fn curl_through_the_real_binary_over_http1_and_h2c() {
     let wrong = curl(&["-i", "-H", "X-Api-Key: not-the-key", &url]);
     let text = String::from_utf8_lossy(&wrong.stdout);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
-    assert!(
-        text.to_ascii_lowercase()
-            .contains("www-authenticate: apikey"),
-        "{text}"
-    );
+    assert!(text.to_ascii_lowercase().contains("www-authenticate: apikey"), "{text}");
     assert!(text.ends_with("{\"error\":\"unauthorized\"}"), "{text}");
 
     for seen in backend.seen() {
@@ -168,14 +145,8 @@ async fn curl_through_the_real_binary_over_http1_and_h2c() {
         assert_eq!(seen.headers["x-keyward-client"], "inspector");
     }
     let output = keyward.output();
-    assert!(
-        output.contains("\"target\":\"keyward::access\""),
-        "{output}"
-    );
-    assert!(
-        !output.contains(KEY),
-        "the client key reached keyward's output"
-    );
+    assert!(output.contains("\"target\":\"keyward::access\""), "{output}");
+    assert!(!output.contains(KEY), "the client key reached keyward's output");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,13 +156,7 @@ async fn curl_sees_sse_events_as_they_are_written() {
     let backend = TestBackend::start().await;
     let keyward = started(&dir, &backend, "", "100ms").await;
     let mut curl = Command::new("curl")
-        .args([
-            "-sSN",
-            "--max-time",
-            "20",
-            "-H",
-            &format!("X-Api-Key: {KEY}"),
-        ])
+        .args(["-sSN", "--max-time", "20", "-H", &format!("X-Api-Key: {KEY}")])
         .arg(format!("http://{}/sse", keyward.ingress))
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -199,20 +164,14 @@ async fn curl_sees_sse_events_as_they_are_written() {
     let events = backend.next_stream().await;
     let mut stdout = curl.stdout.take().unwrap();
     for n in 0..3 {
-        events
-            .send(Bytes::from(format!("data: {n}\n\n")))
-            .await
-            .unwrap();
+        events.send(Bytes::from(format!("data: {n}\n\n"))).await.unwrap();
         let expected = format!("data: {n}\n\n");
         let mut got = vec![0; expected.len()];
         // Each event reaches curl while the backend still holds the stream open.
         let read =
             tokio::task::spawn_blocking(move || stdout.read_exact(&mut got).map(|_| (got, stdout)));
-        let (got, back) = tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let (got, back) =
+            tokio::time::timeout(Duration::from_secs(5), read).await.unwrap().unwrap().unwrap();
         assert_eq!(String::from_utf8(got).unwrap(), expected);
         stdout = back;
     }
@@ -251,15 +210,8 @@ async fn sighup_reloads_a_rotated_key_without_a_restart() {
             let url = url2.clone();
             async move {
                 let header = format!("X-Api-Key: {ROTATED}");
-                status_of(&curl(&[
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "-H",
-                    &header,
-                    &url,
-                ])) == "200"
+                status_of(&curl(&["-o", "/dev/null", "-w", "%{http_code}", "-H", &header, &url]))
+                    == "200"
             }
         })
         .await
@@ -278,12 +230,8 @@ async fn a_slowloris_client_is_cut_off() {
     let backend = TestBackend::start().await;
     let keyward = started(&dir, &backend, "", "100ms").await;
     let mut socket = TcpStream::connect(keyward.ingress).unwrap();
-    socket
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        .unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
     let mut rest = Vec::new();
     // keyward closes (possibly after a 408) once header_read_timeout (500 ms) passes.
@@ -304,14 +252,7 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
     let mut keyward = started(&dir, &backend, "", "100ms").await;
     let url = format!("http://{}/sse", keyward.ingress);
     let stream = Command::new("curl")
-        .args([
-            "-sSN",
-            "--max-time",
-            "20",
-            "-H",
-            &format!("X-Api-Key: {KEY}"),
-            &url,
-        ])
+        .args(["-sSN", "--max-time", "20", "-H", &format!("X-Api-Key: {KEY}"), &url])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -327,14 +268,10 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
         .await
     );
     // ...while the in-flight stream still completes.
-    events
-        .send(Bytes::from_static(b"data: last\n\n"))
-        .await
-        .unwrap();
+    events.send(Bytes::from_static(b"data: last\n\n")).await.unwrap();
     drop(events);
-    let out = tokio::task::spawn_blocking(move || stream.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || stream.wait_with_output().unwrap()).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "data: last\n\n");
     let status = keyward.wait_exit(Duration::from_secs(10)).expect("exited");
     assert!(status.success(), "{status:?}");

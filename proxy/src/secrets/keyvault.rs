@@ -57,9 +57,11 @@ pub(crate) struct VersionInfo {
 }
 
 /// The versions to accept at `now` (epoch seconds), current first, each with the time it stops
-/// being accepted.
+/// being accepted. `created` has one-second resolution; among versions created in the same
+/// second, the vault's latest version (`latest`) counts as the newest.
 pub(crate) fn accepted(
     versions: &[VersionInfo],
+    latest: Option<&str>,
     now: i64,
     overlap: i64,
 ) -> Vec<(String, Option<i64>)> {
@@ -68,7 +70,8 @@ pub(crate) fn accepted(
         .filter(|v| v.enabled && v.not_before.is_none_or(|nbf| nbf <= now))
         .filter(|v| v.expires.is_none_or(|exp| now < exp))
         .collect();
-    valid.sort_by(|a, b| b.created.cmp(&a.created));
+    let key = |v: &VersionInfo| (v.created, Some(v.version.as_str()) == latest);
+    valid.sort_by_key(|v| std::cmp::Reverse(key(v)));
     let mut out = Vec::new();
     for (i, version) in valid.iter().enumerate() {
         let replaced_at = if i == 0 { None } else { Some(valid[i - 1].created) };
@@ -132,8 +135,15 @@ impl KeyVaultSource {
             Ok(versions) => versions,
             Err(err) => return failed(name, "list versions", &err),
         };
+        // The latest version settles ties in `created`; a disabled latest answers 403 and is
+        // simply not preferred.
+        let latest = match self.latest(name).await {
+            Ok(version) => version,
+            Err(err) if err.http_status().map(u16::from) == Some(403) => None,
+            Err(err) => return failed(name, "get latest", &err),
+        };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-        let chosen = accepted(&versions, now, self.overlap.as_secs() as i64);
+        let chosen = accepted(&versions, latest.as_deref(), now, self.overlap.as_secs() as i64);
         if chosen.is_empty() {
             tracing::warn!(secret = name, "no enabled, unexpired version of the secret");
             return Loaded::Missing;
@@ -168,6 +178,22 @@ impl KeyVaultSource {
             });
         }
         Ok(out)
+    }
+
+    /// The latest version's id, caching its value on the way.
+    async fn latest(&self, name: &str) -> azure_core::Result<Option<String>> {
+        let mut model = self.client.get_secret(name, None).await?.into_model()?;
+        let version = model.resource_id().ok().and_then(|id| id.version);
+        if let (Some(version), Some(value)) = (&version, model.value.take()) {
+            let value = Secret::from_string(value);
+            if !value.is_empty() {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(format!("{name}/{version}"), value);
+            }
+        }
+        Ok(version)
     }
 
     async fn value(&self, name: &str, version: &str) -> azure_core::Result<Secret> {
@@ -301,11 +327,14 @@ mod tests {
     #[test]
     fn the_newest_valid_version_is_current_and_the_one_it_replaced_overlaps() {
         let versions = [v("a", 100), v("c", 300), v("b", 200)];
-        assert_eq!(accepted(&versions, 310, 50), [("c".into(), None), ("b".into(), Some(350))]);
+        assert_eq!(
+            accepted(&versions, None, 310, 50),
+            [("c".into(), None), ("b".into(), Some(350))]
+        );
         // Past the overlap only the current version is accepted.
-        assert_eq!(accepted(&versions, 360, 50), [("c".into(), None)]);
+        assert_eq!(accepted(&versions, None, 360, 50), [("c".into(), None)]);
         // The oldest was replaced at 200: its window ended at 250, before b's.
-        assert_eq!(accepted(&versions, 240, 50).len(), 3);
+        assert_eq!(accepted(&versions, None, 240, 50).len(), 3);
     }
 
     #[test]
@@ -319,17 +348,25 @@ mod tests {
         let versions = [v("old", 100), disabled, expired, future];
         // "new" is disabled and "nbf" not yet valid: "exp" is current until it expires.
         assert_eq!(
-            accepted(&versions, 290, 50),
+            accepted(&versions, None, 290, 50),
             [("exp".into(), Some(305)), ("old".into(), Some(300))]
         );
-        assert_eq!(accepted(&versions, 306, 1000), [("old".into(), None)]);
-        assert!(accepted(&[], 0, 0).is_empty());
+        assert_eq!(accepted(&versions, None, 306, 1000), [("old".into(), None)]);
+        assert!(accepted(&[], None, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn the_vault_s_latest_version_wins_a_tie_in_created() {
+        let versions = [v("first", 100), v("second", 100)];
+        let chosen = accepted(&versions, Some("second"), 100, 60);
+        assert_eq!(chosen, [("second".into(), None), ("first".into(), Some(160))]);
+        assert_eq!(accepted(&versions, Some("first"), 100, 60)[0].0, "first");
     }
 
     #[test]
     fn an_overlap_never_outlives_the_version_s_own_expiry() {
         let mut old = v("old", 100);
         old.expires = Some(220);
-        assert_eq!(accepted(&[old, v("new", 200)], 210, 1000)[1], ("old".into(), Some(220)));
+        assert_eq!(accepted(&[old, v("new", 200)], None, 210, 1000)[1], ("old".into(), Some(220)));
     }
 }

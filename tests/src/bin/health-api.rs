@@ -1,0 +1,73 @@
+//! health-api: a stand-in for the APIM-fronted Biotrackr health-data API, for tests on loopback.
+//!
+//! `health-api --listen 127.0.0.1:0 --key-file KEY [--record FILE] [--prefix /biotrackr/]`
+//! prints `health-api listening on ADDR` once bound. It never prints or records a key.
+
+mod health_api;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+
+/// Serves deterministic activity, sleep, food and vitals records behind a subscription key.
+#[derive(Debug, Parser)]
+#[command(name = "health-api")]
+struct Cli {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8095")]
+    listen: SocketAddr,
+
+    /// File holding the expected Ocp-Apim-Subscription-Key (trailing CR/LF ignored); re-read
+    /// on every request.
+    #[arg(long)]
+    key_file: PathBuf,
+
+    /// Append one JSON line per request (method, path, header names; never values).
+    #[arg(long)]
+    record: Option<PathBuf>,
+
+    /// Path prefix the API sits under, e.g. /biotrackr/.
+    #[arg(long, default_value = "")]
+    prefix: String,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let cli = Cli::parse();
+    let api = Arc::new(health_api::HealthApi::new(cli.key_file, &cli.prefix, cli.record)?);
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    println!("health-api listening on {}", listener.local_addr()?);
+    let server = health_api::serve(listener, move |request| {
+        let api = Arc::clone(&api);
+        async move { api.handle(request).await }
+    });
+    tokio::select! {
+        () = server => {}
+        () = terminated() => {}
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
