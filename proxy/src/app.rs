@@ -14,8 +14,11 @@ use crate::config::{Config, SecretSource};
 use crate::egress::Egress;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
-use crate::secrets::{self, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Source};
+use crate::secrets::{
+    self, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Snapshot, Source,
+};
 use crate::server::{self, ConnLimits};
+use crate::telemetry::redact::Redactor;
 use crate::tls::{ReloadingCert, TlsError};
 use crate::trust::TrustError;
 
@@ -64,18 +67,18 @@ pub struct App {
 
 impl App {
     /// Binds every listener and starts serving. Secrets load in the background; until they
-    /// are, both paths refuse every request and `/readyz` says why.
-    pub async fn start(config: Config) -> Result<Self, StartError> {
+    /// are, both paths refuse every request and `/readyz` says why. `redactor` learns every
+    /// loaded value, for the telemetry's last line of defence.
+    pub async fn start(config: Config, redactor: Arc<Redactor>) -> Result<Self, StartError> {
         let (shutdown, _) = watch::channel(false);
         let mut servers = JoinSet::new();
         let mut background = JoinSet::new();
-        let metrics = Arc::new(Metrics::default());
+        let clients = config.ingress.clients.iter().map(|c| c.id.clone()).collect();
+        let routes =
+            config.egress.iter().flat_map(|e| e.routes.iter().map(|r| r.prefix.clone())).collect();
+        let metrics = Arc::new(Metrics::new(clients, routes));
         let ingress_config = &config.ingress;
         let secrets_config = &config.secrets;
-        let store = Arc::new(SecretStore::new(
-            config.referenced_secrets(),
-            secrets_config.rotation_overlap,
-        ));
 
         let limiter = FailureLimiter::new(
             ingress_config.auth_failures_per_minute,
@@ -95,26 +98,22 @@ impl App {
             None => None,
         };
 
-        // Everything derived from secrets is rebuilt from each new snapshot. Subscribing
-        // before the first load means the first snapshot is never missed.
-        let mut changed = store.subscribe();
-        {
-            let (auth, store) = (auth.clone(), store.clone());
-            let clients = ingress_config.clients.clone();
+        // Everything derived from the secrets is rebuilt from each new snapshot before it is
+        // published: a request never meets a snapshot newer than the keyring it is checked by.
+        let store = {
+            let (auth, clients) = (auth.clone(), ingress_config.clients.clone());
             let egress = egress.as_ref().map(|(_, egress)| egress.clone());
-            background.spawn(async move {
-                loop {
-                    let snapshot = store.snapshot();
-                    auth.rebuild(&clients, &snapshot);
-                    if let Some(egress) = &egress {
-                        egress.rebuild(&snapshot);
-                    }
-                    if changed.changed().await.is_err() {
-                        return;
-                    }
+            let rebuild = move |snapshot: &Snapshot| {
+                redactor.update(snapshot);
+                auth.rebuild(&clients, snapshot);
+                if let Some(egress) = &egress {
+                    egress.rebuild(snapshot);
                 }
-            });
-        }
+            };
+            let store =
+                SecretStore::new(config.referenced_secrets(), secrets_config.rotation_overlap);
+            Arc::new(store.on_change(Box::new(rebuild)))
+        };
         let (source, interval) = match secrets_config.source {
             SecretSource::File => {
                 let dir = secrets_config.dir.clone().expect("validated: file source has a dir");
@@ -125,7 +124,13 @@ impl App {
                 secrets_config.refresh_interval,
             ),
         };
-        background.spawn(secrets::run(store.clone(), source, interval, shutdown.subscribe()));
+        background.spawn(secrets::run(
+            store.clone(),
+            source,
+            interval,
+            metrics.clone(),
+            shutdown.subscribe(),
+        ));
 
         let tls = match &ingress_config.tls {
             Some(tls) => {

@@ -18,6 +18,7 @@ use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tracing::Instrument;
 
 use crate::config::{upstream_uri, EgressConfig};
 use crate::error::ProxyError;
@@ -25,12 +26,15 @@ use crate::forward::Upstream;
 use crate::headers::{self, OCP_APIM_SUBSCRIPTION_KEY, X_API_KEY, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
 use crate::secrets::Snapshot;
+use crate::telemetry;
 use crate::trust::TrustError;
 use crate::Body;
 
 /// One allow-listed upstream.
 #[derive(Debug)]
 struct Route {
+    /// Position in the configuration (a metrics label index).
+    position: usize,
     prefix: String,
     scheme: Scheme,
     authority: Authority,
@@ -65,7 +69,8 @@ impl Egress {
         let mut routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|route| {
+            .enumerate()
+            .map(|(position, route)| {
                 let uri = upstream_uri(&route.upstream).expect("validated upstream");
                 let authority = uri.authority().expect("validated upstream").clone();
                 let mut static_headers = HeaderMap::new();
@@ -76,6 +81,7 @@ impl Egress {
                     );
                 }
                 Route {
+                    position,
                     prefix: route.prefix.clone(),
                     scheme: uri.scheme().expect("validated upstream").clone(),
                     host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
@@ -121,12 +127,27 @@ impl Egress {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (response, route) = match self.proxy(request).await {
+        let span = tracing::info_span!(
+            "egress",
+            otel.kind = "client",
+            http.request.method = %method,
+            url.path = %path,
+            keyward.route = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        telemetry::continue_trace(&span, request.headers());
+        let outcome = self.proxy(request, &span).instrument(span.clone()).await;
+        let (response, route) = match outcome {
             Ok((response, route)) => (response, Some(route)),
-            Err(err) => (err.into_response(None), None),
+            Err(err) => {
+                self.metrics.record_upstream_error(Listener::Egress, &err);
+                (err.into_response(None), None)
+            }
         };
         let status = response.status();
-        self.metrics.record(Listener::Egress, status);
+        span.record("http.response.status_code", status.as_u16());
+        self.metrics.record_egress(route.map(|r| self.routes[r].position), status, started);
         tracing::info!(
             target: "keyward::access",
             listener = "egress",
@@ -143,6 +164,7 @@ impl Egress {
     async fn proxy(
         &self,
         request: Request<Incoming>,
+        span: &tracing::Span,
     ) -> Result<(Response<Body>, usize), ProxyError> {
         let (mut parts, body) = request.into_parts();
 
@@ -165,6 +187,8 @@ impl Egress {
             .position(|r| path.starts_with(&r.prefix))
             .ok_or(ProxyError::NotFound)?;
         let route = &self.routes[index];
+        span.record("keyward.route", route.prefix.as_str());
+        span.record("server.address", route.authority.host());
         let rest = &path[route.prefix.len()..];
         if !stays_below(rest) {
             return Err(ProxyError::BadRequest);
@@ -190,6 +214,7 @@ impl Egress {
         }
         parts.headers.insert(route.header.clone(), credential);
         parts.headers.insert(header::HOST, route.host.clone());
+        telemetry::propagate(span, &mut parts.headers);
 
         // 4. The upstream URL: the route's base, the rest of the path, the query as sent.
         let mut target = String::with_capacity(route.base_path.len() + rest.len() + 64);

@@ -15,13 +15,15 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
-use crate::auth::{Authenticator, Denial};
+use crate::auth::{Authenticator, Client, Denial};
 use crate::config::IngressConfig;
 use crate::error::ProxyError;
 use crate::forward::Upstream;
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
+use crate::telemetry;
 use crate::Body;
 
 /// The ingress handler, shared by every connection.
@@ -77,21 +79,37 @@ impl Ingress {
         let method = request.method().clone();
         // The path only: a query string can carry a credential and is never logged.
         let path = request.uri().path().to_owned();
-        let (response, client) = match self.proxy(request, peer).await {
+        let span = tracing::info_span!(
+            "ingress",
+            otel.kind = "server",
+            http.request.method = %method,
+            url.path = %path,
+            network.peer.address = %peer.ip(),
+            keyward.client = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        telemetry::continue_trace(&span, request.headers());
+        let outcome = self.proxy(request, peer, &span).instrument(span.clone()).await;
+        let (response, client) = match outcome {
             Ok((response, client)) => (response, Some(client)),
-            Err(err) => (err.into_response(Some(&self.challenge)), None),
+            Err(err) => {
+                self.metrics.record_upstream_error(Listener::Ingress, &err);
+                (err.into_response(Some(&self.challenge)), None)
+            }
         };
         let status = response.status();
-        self.metrics.record(Listener::Ingress, status);
+        let elapsed = started.elapsed();
+        span.record("http.response.status_code", status.as_u16());
+        self.metrics.record_ingress(client.as_ref().map(|c| c.index), status, started);
         tracing::info!(
             target: "keyward::access",
             listener = "ingress",
             %method,
             path,
             status = status.as_u16(),
-            client = client.as_deref().unwrap_or("unknown"),
+            client = client.as_ref().map_or("unknown", |c| &*c.id),
             peer = %peer.ip(),
-            latency_us = started.elapsed().as_micros() as u64,
+            latency_us = elapsed.as_micros() as u64,
         );
         response
     }
@@ -100,7 +118,8 @@ impl Ingress {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<(Response<Body>, Arc<str>), ProxyError> {
+        span: &tracing::Span,
+    ) -> Result<(Response<Body>, Client), ProxyError> {
         let (mut parts, body) = request.into_parts();
 
         // 1. Limits, before any other work. CONNECT never reaches the backend.
@@ -127,6 +146,7 @@ impl Ingress {
             tracing::info!(
                 target: "keyward::audit",
                 decision = "deny",
+                client = "unknown",
                 reason = denial.reason(),
                 path = parts.uri.path(),
                 peer = %peer.ip(),
@@ -137,7 +157,8 @@ impl Ingress {
                 _ => ProxyError::Unauthorized,
             }
         })?;
-        tracing::debug!(
+        span.record("keyward.client", &*client.id);
+        tracing::info!(
             target: "keyward::audit",
             decision = "allow",
             client = %client.id,
@@ -160,10 +181,11 @@ impl Ingress {
         parts.uri = self.backend_uri(&parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, self.backend_host.clone());
+        telemetry::propagate(span, &mut parts.headers);
         let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
         let mut response = self.backend.send(request, self.backend_timeout).await?;
         headers::remove_hop_by_hop(response.headers_mut());
-        Ok((response.map(Either::Left), client.id))
+        Ok((response.map(Either::Left), client))
     }
 
     fn backend_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {

@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyward::app::App;
 use keyward::config::{self, Config};
+use keyward::telemetry::redact::Redactor;
+use std::sync::Arc;
 
 /// keyward keeps every credential of an MCP server out of the MCP server: it checks each
 /// client's X-Api-Key in constant time, strips client credentials, tells the backend who the
@@ -83,13 +85,14 @@ fn summary(config: &Config) -> String {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    keyward::telemetry::init(&config.telemetry);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let app = App::start(config).await?;
+        let redactor = Arc::new(Redactor::default());
+        let telemetry = keyward::telemetry::init(&config.telemetry, redactor.clone());
+        let app = App::start(config, redactor).await?;
         let store = app.store.clone();
         tokio::spawn(async move {
             let mut hangup = signal(tokio::signal::unix::SignalKind::hangup());
@@ -106,6 +109,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         app.shutdown();
         app.wait().await;
         tracing::info!("keyward stopped");
+        // The exporter's shutdown blocks on its own thread; keep it off the runtime's workers.
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await.ok();
         Ok(())
     })
 }

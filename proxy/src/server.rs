@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::error::json;
 use crate::Body;
 
 /// Connection-level limits of one listener.
@@ -80,10 +84,17 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let response = handler(request, peer);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let service =
+            service_fn(move |request| {
+                // A panic in one request answers 500 and leaves the connection's other requests
+                // and every other connection alone; its message was logged, redacted, by the hook.
+                let response = AssertUnwindSafe(handler(request, peer)).catch_unwind();
+                async move {
+                    Ok::<_, Infallible>(response.await.unwrap_or_else(|_| {
+                        json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                    }))
+                }
+            });
         let builder = builder.clone();
         match &tls {
             None => {

@@ -83,7 +83,7 @@ async fn pod() -> Pod {
         dir = secrets.path().display(),
     ))
     .expect("config");
-    let app = App::start(config).await.expect("start");
+    let app = App::start(config, Default::default()).await.expect("start");
     let pod = Pod { app, apim, other, secrets, _ingress_backend: ingress_backend };
     let up = eventually(Duration::from_secs(5), || async {
         pod.get("/other/ping", &[]).await.status == 200
@@ -232,7 +232,7 @@ async fn an_unreachable_upstream_gives_502_without_detail() {
         dir = secrets.path().display(),
     ))
     .unwrap();
-    let app = App::start(config).await.unwrap();
+    let app = App::start(config, Default::default()).await.unwrap();
     let egress = app.egress_addr.unwrap();
     let mut reply = send(&client::http1(), request(egress, "GET", "/dead/x", &[], "")).await;
     for _ in 0..100 {

@@ -56,7 +56,8 @@ async fn pod_with(extra: &str) -> Pod {
     let secrets = TempDir::new("ingress");
     secrets.write_secret("alpha-key", &format!("{ALPHA}\n"));
     secrets.write_secret("beta-key", BETA);
-    let app = App::start(config(&backend, &secrets, extra)).await.expect("start");
+    let app =
+        App::start(config(&backend, &secrets, extra), Default::default()).await.expect("start");
     let pod = Pod { app, backend, secrets };
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -287,7 +288,7 @@ async fn backend_faults_give_502_and_504() {
     secrets.write_secret("beta-key", BETA);
     let mut config = config(&pod.backend, &secrets, "");
     config.ingress.backend = format!("http://{dead}");
-    let app = App::start(config).await.unwrap();
+    let app = App::start(config, Default::default()).await.unwrap();
     let mut reply = get_with_key(app.ingress_addr, "/", ALPHA).await;
     for _ in 0..100 {
         if reply.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -318,7 +319,7 @@ async fn a_missing_secret_keeps_keyward_unready_and_closed() {
     let backend = TestBackend::start().await;
     let secrets = TempDir::new("missing");
     secrets.write("beta-key", "");
-    let app = App::start(config(&backend, &secrets, "")).await.unwrap();
+    let app = App::start(config(&backend, &secrets, ""), Default::default()).await.unwrap();
     let http = client::http1();
     let ready = |app: &App| request(app.admin_addr, "GET", "/readyz", &[], "");
     let reply = send(&http, ready(&app)).await;

@@ -83,7 +83,7 @@ async fn tls_terminates_with_alpn_and_reloads_a_renewed_certificate() {
         dir = dir.path().display(),
     ))
     .unwrap();
-    let app = App::start(config).await.unwrap();
+    let app = App::start(config, Default::default()).await.unwrap();
     let addr = app.ingress_addr;
 
     let h2 = ca.client_config(&[b"h2", b"http/1.1"]);

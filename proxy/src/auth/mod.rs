@@ -70,6 +70,8 @@ pub struct Client {
     pub id: Arc<str>,
     /// The id as a ready `X-Keyward-Client` value.
     pub header: HeaderValue,
+    /// Position in the configuration (a metrics label index).
+    pub index: usize,
 }
 
 #[derive(Debug)]
@@ -91,13 +93,13 @@ impl Keyring {
     /// Digests every loaded key of every client in `snapshot`.
     pub fn build(digester: &Digester, clients: &[ClientConfig], snapshot: &Snapshot) -> Self {
         let mut keyring = Keyring::default();
-        for config in clients {
+        for (position, config) in clients.iter().enumerate() {
             let Some(versions) = snapshot.get(&config.secret) else {
                 continue;
             };
             let index = keyring.clients.len() as u32;
             let header = HeaderValue::from_str(&config.id).expect("client ids are validated");
-            keyring.clients.push(Client { id: config.id.as_str().into(), header });
+            keyring.clients.push(Client { id: config.id.as_str().into(), header, index: position });
             if versions.current.len() < MIN_KEY_BYTES {
                 tracing::warn!(client = %config.id, secret = %config.secret,
                     "client key is shorter than {MIN_KEY_BYTES} bytes; use a long random key");

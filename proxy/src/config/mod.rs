@@ -211,8 +211,20 @@ pub enum LogFormat {
     Text,
 }
 
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OtlpProtocol {
+    /// gRPC (port 4317 by convention).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// Protobuf over HTTP (port 4318 by convention).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
 /// `[telemetry]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `json` (default) or `text`.
@@ -220,6 +232,25 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `keyward=debug`; `RUST_LOG` overrides it.
     pub log_level: Option<String>,
+    /// OTLP collector for traces; `OTEL_EXPORTER_OTLP_ENDPOINT` works too. None: no export.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_PROTOCOL` works too.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// The `service.name` resource attribute; `OTEL_SERVICE_NAME` overrides it.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            log_level: None,
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            service_name: defaults::service_name(),
+        }
+    }
 }
 
 mod defaults {
@@ -272,6 +303,9 @@ mod defaults {
     }
     pub(super) fn yes() -> bool {
         true
+    }
+    pub(super) fn service_name() -> String {
+        "keyward".into()
     }
 }
 
@@ -339,6 +373,14 @@ impl Config {
                     format!("ingress.allowed_origins[{i}]"),
                     "must be an origin: scheme://host[:port], no path",
                 ));
+            }
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let uri: Option<Uri> = endpoint.parse().ok();
+            if !uri.is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            }) {
+                return Err(invalid("telemetry.otlp_endpoint", "must be an http(s) URL"));
             }
         }
         if let Some(url) = &ingress.resource_metadata {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 pub use file::FileSource;
 pub use keyvault::{KeyVaultError, KeyVaultSource};
@@ -66,6 +66,11 @@ impl Snapshot {
         self.secrets.get(name)
     }
 
+    /// Every loaded secret's values.
+    pub fn values(&self) -> impl Iterator<Item = &Versions> {
+        self.secrets.values()
+    }
+
     /// Names that are referenced but could not be loaded, sorted.
     pub fn missing(&self) -> &[String] {
         &self.missing
@@ -97,14 +102,23 @@ pub enum Loaded {
     Unavailable,
 }
 
-/// Serves the current snapshot and tells subscribers when it changes.
-#[derive(Debug)]
+/// Rebuilds what is derived from the secrets (digests, header values, redaction patterns).
+pub type OnChange = Box<dyn Fn(&Snapshot) + Send + Sync>;
+
+/// Serves the current snapshot. Whatever is derived from it is rebuilt by the `on_change` hook
+/// before the snapshot becomes visible, so readiness never runs ahead of the keyring.
 pub struct SecretStore {
     current: ArcSwap<Snapshot>,
-    changed: watch::Sender<()>,
+    on_change: Option<OnChange>,
     reload: Notify,
     names: Vec<String>,
     overlap: Duration,
+}
+
+impl std::fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretStore").field("names", &self.names).finish_non_exhaustive()
+    }
 }
 
 impl SecretStore {
@@ -115,11 +129,17 @@ impl SecretStore {
         let empty = Snapshot { missing: names.clone(), ..Snapshot::default() };
         Self {
             current: ArcSwap::from_pointee(empty),
-            changed: watch::channel(()).0,
+            on_change: None,
             reload: Notify::new(),
             names,
             overlap,
         }
+    }
+
+    /// Calls `hook` with every new snapshot that changed anything, before it is published.
+    pub fn on_change(mut self, hook: OnChange) -> Self {
+        self.on_change = Some(hook);
+        self
     }
 
     /// The snapshot to use for one request.
@@ -130,11 +150,6 @@ impl SecretStore {
     /// Every referenced name.
     pub fn names(&self) -> &[String] {
         &self.names
-    }
-
-    /// A receiver that wakes when a new snapshot is published.
-    pub fn subscribe(&self) -> watch::Receiver<()> {
-        self.changed.subscribe()
     }
 
     /// Asks the refresh task for a reload now (SIGHUP, admin call).
@@ -205,10 +220,13 @@ impl SecretStore {
         missing.sort();
         let publish = !changed.is_empty() || expired_any || missing != old.missing;
         let loaded_at = if answered { Some(SystemTime::now()) } else { old.loaded_at };
-        self.current.store(Arc::new(Snapshot { secrets, missing, loaded_at }));
+        let snapshot = Snapshot { secrets, missing, loaded_at };
         if publish {
-            self.changed.send_replace(());
+            if let Some(hook) = &self.on_change {
+                hook(&snapshot);
+            }
         }
+        self.current.store(Arc::new(snapshot));
         changed
     }
 }
@@ -259,14 +277,21 @@ mod tests {
 
     #[test]
     fn an_unavailable_source_keeps_the_last_good_value() {
-        let store = store();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let store = store().on_change(Box::new(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
         let now = Instant::now();
         store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
-        let mut rx = store.subscribe();
-        rx.mark_unchanged();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         store.apply(vec![("a".into(), Loaded::Unavailable), ("b".into(), value("2"))], now);
         assert_eq!(store.snapshot().get("a").unwrap().current.expose(), b"1");
-        assert!(!rx.has_changed().unwrap(), "nothing changed, nothing published");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "nothing changed, no rebuild"
+        );
     }
 
     #[test]

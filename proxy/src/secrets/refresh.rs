@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::{FileSource, KeyVaultSource, Loaded, SecretStore};
+use crate::metrics::Metrics;
 
 /// Where secret values come from.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ pub async fn run(
     store: Arc<SecretStore>,
     source: Source,
     interval: Duration,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut retry = FIRST_RETRY;
@@ -48,6 +50,7 @@ pub async fn run(
             results.push((name.clone(), source.load(name).await));
         }
         let unavailable = results.iter().filter(|(_, l)| matches!(l, Loaded::Unavailable)).count();
+        metrics.record_refresh(unavailable == 0);
         for name in store.apply(results, Instant::now()) {
             tracing::info!(secret = %name, "secret loaded or rotated");
         }
