@@ -7,5 +7,6 @@ pub mod backend;
 pub mod client;
 pub mod dir;
 pub mod fake_azure;
+pub mod otlp;
 pub mod process;
 pub mod tls;

@@ -517,9 +517,15 @@ fn is_origin(origin: &str) -> bool {
         && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
 }
 
-/// Replaces every double-quoted value in a parser message, so that a value typed into the wrong
-/// key is never echoed. Key names and enum variants (in backticks) are kept.
+/// Replaces every double-quoted value in a parser message, and the value of an unknown enum
+/// variant, so that a value typed into the wrong key is never echoed. Key names and the
+/// expected variants (in backticks) are kept.
 fn scrub_values(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some(end) = rest.find('`') {
+            return format!("unknown variant `…`{}", scrub_values(&rest[end + 1..]));
+        }
+    }
     let mut out = String::with_capacity(message.len());
     let mut parts = message.split('"');
     out.push_str(parts.next().unwrap_or_default());
@@ -719,5 +725,9 @@ mod tests {
             "invalid type: string \"…\", expected u64"
         );
         assert_eq!(scrub_values("unknown field `x`"), "unknown field `x`");
+        assert_eq!(
+            scrub_values("unknown variant `sk-live-1`, expected `file` or `keyvault`"),
+            "unknown variant `…`, expected `file` or `keyvault`"
+        );
     }
 }

@@ -1,0 +1,166 @@
+//! A real OTLP/HTTP trace receiver for tests: it decodes `ExportTraceServiceRequest`
+//! protobuf bodies with the opentelemetry-proto definitions and keeps every raw body too, so
+//! a test can both check span attributes and scan the exact bytes that left the process.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+use prost::Message;
+use tokio::net::TcpListener;
+
+/// One received span, flattened.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    /// Span name.
+    pub name: String,
+    /// Trace id, lowercase hex.
+    pub trace_id: String,
+    /// Span id, lowercase hex.
+    pub span_id: String,
+    /// Parent span id, lowercase hex (empty for a root).
+    pub parent_span_id: String,
+    /// Attributes as strings.
+    pub attributes: Vec<(String, String)>,
+    /// Resource attributes as strings.
+    pub resource: Vec<(String, String)>,
+}
+
+impl ReceivedSpan {
+    /// The value of attribute `key`.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Received {
+    spans: Vec<ReceivedSpan>,
+    bodies: Vec<Bytes>,
+}
+
+/// A receiver on `127.0.0.1:0`, stopped when dropped.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    /// Where it listens; the traces endpoint is `http://{addr}/v1/traces`.
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Received>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl OtlpReceiver {
+    /// Starts the receiver.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Received::default()));
+        let state = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(receive(request, &state).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received, task }
+    }
+
+    /// The base endpoint to configure (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.received.lock().unwrap().spans.clone()
+    }
+
+    /// Every raw request body received so far.
+    pub fn bodies(&self) -> Vec<Bytes> {
+        self.received.lock().unwrap().bodies.clone()
+    }
+}
+
+async fn receive(request: Request<Incoming>, state: &Mutex<Received>) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/v1/traces" {
+        return reply(StatusCode::NOT_FOUND, Bytes::new());
+    }
+    let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return reply(StatusCode::BAD_REQUEST, Bytes::new());
+    };
+    let Ok(export) = ExportTraceServiceRequest::decode(body.clone()) else {
+        return reply(StatusCode::BAD_REQUEST, Bytes::new());
+    };
+    let mut received = state.lock().unwrap();
+    received.bodies.push(body);
+    for resource_spans in export.resource_spans {
+        let resource = resource_spans.resource.map(|r| flatten(&r.attributes)).unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                received.spans.push(ReceivedSpan {
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    attributes: flatten(&span.attributes),
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    reply(StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec().into())
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(body))
+        .expect("response")
+}
+
+fn flatten(attributes: &[KeyValue]) -> Vec<(String, String)> {
+    attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
