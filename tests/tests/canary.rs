@@ -75,6 +75,9 @@ fn reply_bytes(reply: &Reply) -> Vec<u8> {
     out
 }
 
+/// One request: method, path, headers in order (repeats kept), body.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 struct Canary {
     dir: TempDir,
     secrets: TempDir,
@@ -192,7 +195,7 @@ service_name = "keyward-canary"
         let huge = format!("{CLIENT}-").repeat(200);
         let query = format!("/mcp?api_key={CLIENT}");
         let bearer = format!("Bearer {CLIENT}");
-        let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "POST",
                 "/mcp",
