@@ -162,6 +162,7 @@ impl Ingress {
             target: "keyward::audit",
             decision = "allow",
             client = %client.id,
+            reason = "valid_key",
             path = parts.uri.path(),
             peer = %peer.ip(),
         );

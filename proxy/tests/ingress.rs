@@ -382,3 +382,27 @@ async fn shutdown_drains_in_flight_requests() {
     assert_eq!(reply.body, "data: late\n\n");
     tokio::time::timeout(Duration::from_secs(5), pod.app.wait()).await.expect("drained");
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pod = pod_with("max_connections = 2").await;
+    let addr = pod.app.ingress_addr;
+    let hello = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: {ALPHA}\r\n\r\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(hello.as_bytes()).await.unwrap();
+        let mut buf = [0; 512];
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(socket);
+    }
+    // The third connection is accepted by the kernel but not served while two are open.
+    let third = tokio::spawn(async move { get_with_key(addr, "/", ALPHA).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was served beyond the cap");
+    drop(held.pop());
+    let status = tokio::time::timeout(Duration::from_secs(5), third).await.expect("served").unwrap();
+    assert_eq!(status, 200);
+}
