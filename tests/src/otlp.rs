@@ -1,6 +1,8 @@
-//! A real OTLP/HTTP trace receiver for tests: it decodes `ExportTraceServiceRequest`
-//! protobuf bodies with the opentelemetry-proto definitions and keeps every raw body too, so
-//! a test can both check span attributes and scan the exact bytes that left the process.
+//! A real OTLP trace receiver for tests, speaking both OTLP/HTTP (`POST /v1/traces`) and
+//! OTLP/gRPC (`TraceService/Export` over h2c, with gRPC's length-prefixed messages and
+//! `grpc-status` trailers). It decodes `ExportTraceServiceRequest` with the opentelemetry-proto
+//! definitions and keeps every raw body too, so a test can both check span attributes and scan
+//! the exact bytes that left the process.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -106,16 +109,44 @@ impl OtlpReceiver {
     }
 }
 
-async fn receive(request: Request<Incoming>, state: &Mutex<Received>) -> Response<Full<Bytes>> {
-    if request.uri().path() != "/v1/traces" {
-        return reply(StatusCode::NOT_FOUND, Bytes::new());
-    }
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+type Reply = Response<http_body_util::StreamBody<frames::Frames>>;
+
+async fn receive(request: Request<Incoming>, state: &Mutex<Received>) -> Reply {
+    let grpc = match request.uri().path() {
+        "/v1/traces" => false,
+        GRPC_EXPORT => true,
+        _ => return reply(StatusCode::NOT_FOUND, Bytes::new(), false),
+    };
     let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
-        return reply(StatusCode::BAD_REQUEST, Bytes::new());
+        return reply(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
     };
-    let Ok(export) = ExportTraceServiceRequest::decode(body.clone()) else {
-        return reply(StatusCode::BAD_REQUEST, Bytes::new());
+    // gRPC frames a message as: compressed flag (1 byte), length (4 bytes, big endian), bytes.
+    let message = if grpc {
+        if body.len() < 5 || body[0] != 0 {
+            return reply(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+        }
+        body.slice(5..)
+    } else {
+        body.clone()
     };
+    let Ok(export) = ExportTraceServiceRequest::decode(message) else {
+        return reply(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+    };
+    record(export, body, state);
+    let response = ExportTraceServiceResponse::default().encode_to_vec();
+    if grpc {
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&response);
+        reply(StatusCode::OK, framed.into(), true)
+    } else {
+        reply(StatusCode::OK, response.into(), false)
+    }
+}
+
+fn record(export: ExportTraceServiceRequest, body: Bytes, state: &Mutex<Received>) {
     let mut received = state.lock().unwrap();
     received.bodies.push(body);
     for resource_spans in export.resource_spans {
@@ -133,15 +164,44 @@ async fn receive(request: Request<Incoming>, state: &Mutex<Received>) -> Respons
             }
         }
     }
-    reply(StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec().into())
 }
 
-fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/x-protobuf")
-        .body(Full::new(body))
-        .expect("response")
+/// An OTLP/HTTP reply, or a gRPC one: status 200, the framed message, `grpc-status` trailers.
+fn reply(status: StatusCode, body: Bytes, grpc: bool) -> Reply {
+    let mut frames = vec![Frame::data(body)];
+    let builder = if grpc {
+        let mut trailers = http::HeaderMap::new();
+        let code = if status == StatusCode::OK { "0" } else { "3" };
+        trailers.insert("grpc-status", http::HeaderValue::from_static(code));
+        frames.push(Frame::trailers(trailers));
+        Response::builder().status(StatusCode::OK).header("content-type", "application/grpc")
+    } else {
+        Response::builder().status(status).header("content-type", "application/x-protobuf")
+    };
+    builder.body(http_body_util::StreamBody::new(frames::Frames(frames.into()))).expect("response")
+}
+
+/// The few stream helpers the reply body needs.
+mod frames {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use hyper::body::Frame;
+
+    /// A fixed list of frames, yielded in order.
+    #[derive(Debug)]
+    pub(super) struct Frames(pub(super) VecDeque<Frame<Bytes>>);
+
+    impl futures::Stream for Frames {
+        type Item = Result<Frame<Bytes>, Infallible>;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
 }
 
 fn flatten(attributes: &[KeyValue]) -> Vec<(String, String)> {
