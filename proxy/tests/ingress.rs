@@ -403,6 +403,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!third.is_finished(), "a third connection was served beyond the cap");
     drop(held.pop());
-    let status = tokio::time::timeout(Duration::from_secs(5), third).await.expect("served").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(5), third).await.expect("served").unwrap();
     assert_eq!(status, 200);
 }
