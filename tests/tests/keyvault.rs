@@ -155,6 +155,17 @@ async fn keyward_becomes_ready_when_key_vault_appears_later() {
     assert_eq!(status(&keyward, OLD).await, 200);
 }
 
+/// A vault holding the client's OLD key and the APIM key, and a keyward that has loaded them.
+async fn ready_with_old_key() -> (Setup, FakeAzure, Keyward) {
+    let setup = Setup::new().await;
+    let azure = FakeAzure::start().await;
+    azure.set_secret("mcp-client-agent", OLD);
+    azure.set_secret("apim-subscription-key", APIM);
+    let keyward = setup.start(&azure, "1h");
+    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    (setup, azure, keyward)
+}
+
 /// Requests with `key` in a loop until `stop`; counts failures.
 fn hammer(
     keyward: &Keyward,
@@ -178,12 +189,7 @@ fn hammer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_both_keys_through_the_overlap_with_no_failed_request() {
-    let setup = Setup::new().await;
-    let azure = FakeAzure::start().await;
-    azure.set_secret("mcp-client-agent", OLD);
-    azure.set_secret("apim-subscription-key", APIM);
-    let keyward = setup.start(&azure, "1h");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    let (_setup, azure, keyward) = ready_with_old_key().await;
 
     let stop = Arc::new(AtomicUsize::new(0));
     let old_clients = hammer(&keyward, OLD, stop.clone());
@@ -253,12 +259,7 @@ async fn disabled_and_expired_versions_are_never_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_keeps_the_last_good_snapshot_with_no_failed_request() {
-    let setup = Setup::new().await;
-    let azure = FakeAzure::start().await;
-    azure.set_secret("mcp-client-agent", OLD);
-    azure.set_secret("apim-subscription-key", APIM);
-    let keyward = setup.start(&azure, "1h");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    let (_setup, azure, keyward) = ready_with_old_key().await;
 
     let stop = Arc::new(AtomicUsize::new(0));
     let clients = hammer(&keyward, OLD, stop.clone());
