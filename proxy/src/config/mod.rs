@@ -13,8 +13,12 @@ use http::Uri;
 use serde::Deserialize;
 
 mod egress;
+mod secrets;
+mod telemetry;
 
 pub use egress::{upstream_uri, EgressConfig, RouteConfig};
+pub use secrets::{CredentialKind, SecretSource, SecretsConfig};
+pub use telemetry::{LogFormat, OtlpProtocol, TelemetryConfig};
 
 /// The reference configuration shown by `keyward --help` and checked by a test.
 pub const REFERENCE: &str = include_str!("../../keyward.example.toml");
@@ -144,115 +148,6 @@ impl Default for AdminConfig {
     }
 }
 
-/// Where secrets come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SecretSource {
-    /// One file per secret in a directory.
-    File,
-    /// Azure Key Vault through a managed identity.
-    Keyvault,
-}
-
-/// Which Azure credential reads the vault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    /// Workload identity when its variables are set, managed identity otherwise.
-    Auto,
-    /// Container Apps / App Service identity endpoint, or IMDS.
-    ManagedIdentity,
-    /// AKS workload identity (federated token file).
-    WorkloadIdentity,
-}
-
-/// `[secrets]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretsConfig {
-    /// `file` or `keyvault`.
-    pub source: SecretSource,
-    /// Directory of secret files (`source = "file"`).
-    pub dir: Option<PathBuf>,
-    /// Vault URL (`source = "keyvault"`).
-    pub vault_url: Option<String>,
-    /// Connect to this address for the vault's host instead of resolving it (a private
-    /// endpoint without DNS, a local emulator); TLS still verifies the vault's name.
-    pub vault_address: Option<std::net::IpAddr>,
-    /// Full reload period.
-    #[serde(default = "defaults::refresh_interval", with = "duration")]
-    pub refresh_interval: Duration,
-    /// How often the file source looks for changed files.
-    #[serde(default = "defaults::watch_interval", with = "duration")]
-    pub watch_interval: Duration,
-    /// How long a replaced client key stays accepted.
-    #[serde(default = "defaults::rotation_overlap", with = "duration")]
-    pub rotation_overlap: Duration,
-    /// Azure credential choice.
-    #[serde(default = "defaults::credential")]
-    pub credential: CredentialKind,
-    /// User-assigned identity client id.
-    pub client_id: Option<String>,
-    /// Extra CA for the vault.
-    pub ca_file: Option<PathBuf>,
-    /// Check the vault challenge's resource against the vault host.
-    #[serde(default = "defaults::yes")]
-    pub verify_challenge_resource: bool,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// One JSON object per line.
-    #[default]
-    Json,
-    /// Human-readable.
-    Text,
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum OtlpProtocol {
-    /// gRPC (port 4317 by convention).
-    #[default]
-    #[serde(rename = "grpc")]
-    Grpc,
-    /// Protobuf over HTTP (port 4318 by convention).
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-/// `[telemetry]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// `json` (default) or `text`.
-    #[serde(default)]
-    pub log_format: LogFormat,
-    /// A `tracing` filter such as `info` or `keyward=debug`; `RUST_LOG` overrides it.
-    pub log_level: Option<String>,
-    /// OTLP collector for traces; `OTEL_EXPORTER_OTLP_ENDPOINT` works too. None: no export.
-    pub otlp_endpoint: Option<String>,
-    /// `grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_PROTOCOL` works too.
-    pub otlp_protocol: Option<OtlpProtocol>,
-    /// The `service.name` resource attribute; `OTEL_SERVICE_NAME` overrides it.
-    #[serde(default = "defaults::service_name")]
-    pub service_name: String,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log_format: LogFormat::default(),
-            log_level: None,
-            otlp_endpoint: None,
-            otlp_protocol: None,
-            service_name: defaults::service_name(),
-        }
-    }
-}
-
 mod defaults {
     use super::*;
 
@@ -288,24 +183,6 @@ mod defaults {
     }
     pub(super) fn shutdown_grace() -> Duration {
         Duration::from_secs(20)
-    }
-    pub(super) fn refresh_interval() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub(super) fn watch_interval() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub(super) fn rotation_overlap() -> Duration {
-        Duration::from_secs(24 * 3600)
-    }
-    pub(super) fn credential() -> CredentialKind {
-        CredentialKind::Auto
-    }
-    pub(super) fn yes() -> bool {
-        true
-    }
-    pub(super) fn service_name() -> String {
-        "keyward".into()
     }
 }
 
@@ -375,14 +252,7 @@ impl Config {
                 ));
             }
         }
-        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
-            let uri: Option<Uri> = endpoint.parse().ok();
-            if !uri.is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            }) {
-                return Err(invalid("telemetry.otlp_endpoint", "must be an http(s) URL"));
-            }
-        }
+        self.telemetry.validate()?;
         if let Some(url) = &ingress.resource_metadata {
             if !url.starts_with("https://") || url.contains('"') {
                 return Err(invalid("ingress.resource_metadata", "must be an https URL"));
@@ -402,8 +272,6 @@ impl Config {
         for (key, value) in [
             ("ingress.header_read_timeout", ingress.header_read_timeout),
             ("ingress.backend_timeout", ingress.backend_timeout),
-            ("secrets.refresh_interval", self.secrets.refresh_interval),
-            ("secrets.watch_interval", self.secrets.watch_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
@@ -420,48 +288,7 @@ impl Config {
                 }
             }
         }
-        self.validate_secrets()
-    }
-
-    fn validate_secrets(&self) -> Result<(), ConfigError> {
-        let secrets = &self.secrets;
-        match secrets.source {
-            SecretSource::File => {
-                if secrets.dir.is_none() {
-                    return Err(invalid("secrets.dir", "required when source = \"file\""));
-                }
-            }
-            SecretSource::Keyvault => {
-                let url = secrets.vault_url.as_deref().ok_or_else(|| {
-                    invalid("secrets.vault_url", "required when source = \"keyvault\"")
-                })?;
-                let uri: Option<Uri> = url.parse().ok();
-                let ok = uri.as_ref().is_some_and(|u| {
-                    u.scheme_str() == Some("https")
-                        && u.host().is_some()
-                        && u.query().is_none()
-                        && !u.authority().is_some_and(|a| a.as_str().contains('@'))
-                        && matches!(u.path(), "" | "/")
-                });
-                if !ok {
-                    return Err(invalid(
-                        "secrets.vault_url",
-                        "must be https://<vault>.vault.azure.net/ (https, no path or query)",
-                    ));
-                }
-                if let Some(id) = &secrets.client_id {
-                    let guid = id.len() == 36
-                        && id.bytes().enumerate().all(|(i, b)| match i {
-                            8 | 13 | 18 | 23 => b == b'-',
-                            _ => b.is_ascii_hexdigit(),
-                        });
-                    if !guid {
-                        return Err(invalid("secrets.client_id", "must be a GUID"));
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.secrets.validate()
     }
 
     /// Every secret name the configuration refers to; readiness waits for all of them.

@@ -1,0 +1,136 @@
+//! `[secrets]`: where secret values come from. Names and places only, never a value.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+
+use super::{duration, invalid, ConfigError};
+
+/// Where secrets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// One file per secret in a directory.
+    File,
+    /// Azure Key Vault through a managed identity.
+    Keyvault,
+}
+
+/// Which Azure credential reads the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// Workload identity when its variables are set, managed identity otherwise.
+    Auto,
+    /// Container Apps / App Service identity endpoint, or IMDS.
+    ManagedIdentity,
+    /// AKS workload identity (federated token file).
+    WorkloadIdentity,
+}
+
+/// `[secrets]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// `file` or `keyvault`.
+    pub source: SecretSource,
+    /// Directory of secret files (`source = "file"`).
+    pub dir: Option<PathBuf>,
+    /// Vault URL (`source = "keyvault"`).
+    pub vault_url: Option<String>,
+    /// Connect to this address for the vault's host instead of resolving it (a private
+    /// endpoint without DNS, a local emulator); TLS still verifies the vault's name.
+    pub vault_address: Option<std::net::IpAddr>,
+    /// Full reload period.
+    #[serde(default = "refresh_interval", with = "duration")]
+    pub refresh_interval: Duration,
+    /// How often the file source looks for changed files.
+    #[serde(default = "watch_interval", with = "duration")]
+    pub watch_interval: Duration,
+    /// How long a replaced client key stays accepted.
+    #[serde(default = "rotation_overlap", with = "duration")]
+    pub rotation_overlap: Duration,
+    /// Azure credential choice.
+    #[serde(default = "credential")]
+    pub credential: CredentialKind,
+    /// User-assigned identity client id.
+    pub client_id: Option<String>,
+    /// Extra CA for the vault.
+    pub ca_file: Option<PathBuf>,
+    /// Check the vault challenge's resource against the vault host.
+    #[serde(default = "yes")]
+    pub verify_challenge_resource: bool,
+}
+
+impl SecretsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let secrets = self;
+        for (key, value) in [
+            ("secrets.refresh_interval", self.refresh_interval),
+            ("secrets.watch_interval", self.watch_interval),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        match secrets.source {
+            SecretSource::File => {
+                if secrets.dir.is_none() {
+                    return Err(invalid("secrets.dir", "required when source = \"file\""));
+                }
+            }
+            SecretSource::Keyvault => {
+                let url = secrets.vault_url.as_deref().ok_or_else(|| {
+                    invalid("secrets.vault_url", "required when source = \"keyvault\"")
+                })?;
+                let uri: Option<Uri> = url.parse().ok();
+                let ok = uri.as_ref().is_some_and(|u| {
+                    u.scheme_str() == Some("https")
+                        && u.host().is_some()
+                        && u.query().is_none()
+                        && !u.authority().is_some_and(|a| a.as_str().contains('@'))
+                        && matches!(u.path(), "" | "/")
+                });
+                if !ok {
+                    return Err(invalid(
+                        "secrets.vault_url",
+                        "must be https://<vault>.vault.azure.net/ (https, no path or query)",
+                    ));
+                }
+                if let Some(id) = &secrets.client_id {
+                    let guid = id.len() == 36
+                        && id.bytes().enumerate().all(|(i, b)| match i {
+                            8 | 13 | 18 | 23 => b == b'-',
+                            _ => b.is_ascii_hexdigit(),
+                        });
+                    if !guid {
+                        return Err(invalid("secrets.client_id", "must be a GUID"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refresh_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn watch_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn rotation_overlap() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn credential() -> CredentialKind {
+    CredentialKind::Auto
+}
+
+fn yes() -> bool {
+    true
+}
