@@ -279,8 +279,15 @@ service_name = "keyward-canary"
         assert!(ingress.resource.iter().any(|(k, v)| k == "service.name" && v == "keyward-canary"));
         let egress = spans
             .iter()
-            .find(|s| s.name == "egress" && s.attribute("keyward.route") == Some("/health/"));
-        assert_eq!(egress.and_then(|s| s.attribute("http.response.status_code")), Some("200"));
+            .find(|s| s.name == "egress" && s.attribute("keyward.route") == Some("/health/"))
+            .expect("the egress span");
+        assert_eq!(egress.attribute("http.response.status_code"), Some("200"));
+        // The upstream joined the egress span's trace.
+        let upstream = self.upstream.seen()[0].headers["traceparent"].to_str().unwrap().to_owned();
+        assert!(
+            upstream.contains(&egress.trace_id) && upstream.contains(&egress.span_id),
+            "{upstream}"
+        );
         // The backend got keyward's span as its parent, in the same trace.
         let forwarded =
             self.backend.seen().into_iter().find(|s| s.method == "POST").expect("the POST");
