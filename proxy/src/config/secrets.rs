@@ -14,7 +14,7 @@ use super::{duration, invalid, ConfigError};
 pub enum SecretSource {
     /// One file per secret in a directory.
     File,
-    /// Azure Key Vault through a managed identity.
+    /// Azure Key Vault through a managed identity or workload identity.
     Keyvault,
 }
 
@@ -57,7 +57,10 @@ pub struct SecretsConfig {
     pub credential: CredentialKind,
     /// User-assigned identity client id.
     pub client_id: Option<String>,
-    /// Extra CA for the vault.
+    /// Entra ID authority host for workload identity (sovereign clouds, tests); unset: the
+    /// `AZURE_AUTHORITY_HOST` variable, else the Azure public cloud.
+    pub authority_host: Option<String>,
+    /// Extra CA for every Azure call (vault, identity endpoint, Entra ID).
     pub ca_file: Option<PathBuf>,
     /// Check the vault challenge's resource against the vault host.
     #[serde(default = "yes")]
@@ -99,6 +102,15 @@ impl SecretsConfig {
                         "must be https://<vault>.vault.azure.net/ (https, no path or query)",
                     ));
                 }
+                if let Some(host) = &secrets.authority_host {
+                    check_authority_host(host)?;
+                    if secrets.credential == CredentialKind::ManagedIdentity {
+                        return Err(invalid(
+                            "secrets.authority_host",
+                            "only used by workload identity; not with credential = \"managed_identity\"",
+                        ));
+                    }
+                }
                 if let Some(id) = &secrets.client_id {
                     let guid = id.len() == 36
                         && id.bytes().enumerate().all(|(i, b)| match i {
@@ -112,6 +124,27 @@ impl SecretsConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// An authority host is `https://host[:port]` with at most a `/` path: the SDK joins
+/// `/{tenant}/oauth2/v2.0/token` onto it, which would silently drop any path.
+fn check_authority_host(host: &str) -> Result<(), ConfigError> {
+    let uri: Option<Uri> = host.parse().ok();
+    let ok = uri.as_ref().is_some_and(|u| {
+        u.scheme_str() == Some("https")
+            && u.host().is_some_and(|h| !h.is_empty())
+            && u.query().is_none()
+            && !u.authority().is_some_and(|a| a.as_str().contains('@'))
+            && matches!(u.path(), "" | "/")
+    }) && !host.contains('#');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "secrets.authority_host",
+            "must be https://<host>[:port] such as https://login.microsoftonline.us (https, no path or query)",
+        ))
     }
 }
 
@@ -133,4 +166,67 @@ fn credential() -> CredentialKind {
 
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn with_secrets(secrets: &str) -> Result<Config, String> {
+        let text = format!(
+            "[ingress]\n[[ingress.clients]]\nid = \"c\"\nsecret = \"client\"\n\
+             [secrets]\nsource = \"keyvault\"\nvault_url = \"https://kv.vault.azure.net/\"\n{secrets}"
+        );
+        Config::parse(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_authority_host_is_unset_by_default() {
+        let config = with_secrets("").unwrap();
+        assert_eq!(config.secrets.authority_host, None);
+        assert_eq!(config.secrets.credential, CredentialKind::Auto);
+    }
+
+    #[test]
+    fn sovereign_and_local_authority_hosts_are_accepted() {
+        for host in [
+            "https://login.microsoftonline.us",
+            "https://login.chinacloudapi.cn/",
+            "https://127.0.0.1:8443",
+            "https://localhost:8443/",
+        ] {
+            let config = with_secrets(&format!("authority_host = \"{host}\"\n"))
+                .unwrap_or_else(|e| panic!("{host}: {e}"));
+            assert_eq!(config.secrets.authority_host.as_deref(), Some(host));
+            let explicit =
+                format!("credential = \"workload_identity\"\nauthority_host = \"{host}\"\n");
+            assert!(with_secrets(&explicit).is_ok(), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_bad_authority_host_is_named_without_its_value() {
+        for host in [
+            "http://login.microsoftonline.us",
+            "login.microsoftonline.us",
+            "https://login.microsoftonline.com/common",
+            "https://login.microsoftonline.com/?x=sk-live-1",
+            "https://user:sk-live-1@login.microsoftonline.com",
+            "https://login.microsoftonline.com/#frag",
+            "https://",
+            "",
+        ] {
+            let err = with_secrets(&format!("authority_host = \"{host}\"\n")).unwrap_err();
+            assert!(err.starts_with("secrets.authority_host: must be https://"), "{host}: {err}");
+            assert!(!err.contains("sk-live-1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_authority_host_with_managed_identity_is_refused() {
+        let text = "credential = \"managed_identity\"\nauthority_host = \"https://login.microsoftonline.us\"\n";
+        let err = with_secrets(text).unwrap_err();
+        assert!(err.starts_with("secrets.authority_host: only used by workload identity"), "{err}");
+    }
 }

@@ -10,23 +10,20 @@
 //! their text, which may quote a response.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
-use azure_identity::{
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
-};
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
 use futures::StreamExt;
 
+use super::credential;
 use super::transport::AzureTransport;
 use super::{Loaded, Versions};
-use crate::config::{CredentialKind, SecretsConfig};
+use crate::config::SecretsConfig;
 use crate::secret::Secret;
 use crate::trust::TrustError;
 
@@ -36,6 +33,17 @@ pub enum KeyVaultError {
     /// The vault CA file is unusable.
     #[error("secrets.ca_file: {0}")]
     Trust(#[from] TrustError),
+    /// Workload identity is selected but a variable it needs is not set.
+    #[error("workload identity needs the environment variable {0}")]
+    MissingEnv(&'static str),
+    /// The federated token file cannot be read (names the file, never its content).
+    #[error("cannot read the federated token file {path} (AZURE_FEDERATED_TOKEN_FILE): {problem}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why, as an I/O error kind or "empty".
+        problem: String,
+    },
     /// The credential or client could not be built (names the kind, never a value).
     #[error("cannot set up {what}: {kind}")]
     Setup {
@@ -118,7 +126,7 @@ impl KeyVaultSource {
             }),
             ..Default::default()
         };
-        let credential = credential(config, client_options.clone())?;
+        let credential = credential::credential(config, client_options.clone())?;
         let options = SecretClientOptions {
             client_options,
             verify_challenge_resource: Some(config.verify_challenge_resource),
@@ -230,41 +238,7 @@ impl KeyVaultSource {
     }
 }
 
-fn credential(
-    config: &SecretsConfig,
-    client_options: ClientOptions,
-) -> Result<Arc<dyn TokenCredential>, KeyVaultError> {
-    let workload = match config.credential {
-        CredentialKind::WorkloadIdentity => true,
-        CredentialKind::ManagedIdentity => false,
-        CredentialKind::Auto => std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some(),
-    };
-    if workload {
-        let mut options = WorkloadIdentityCredentialOptions::default();
-        options.credential_options.client_options = client_options;
-        options.client_id = config.client_id.clone();
-        let credential = WorkloadIdentityCredential::new(Some(options))
-            .map_err(|e| setup("the workload identity credential", &e))?;
-        tracing::info!(credential = "workload_identity", "Key Vault credential");
-        Ok(credential)
-    } else {
-        let options = ManagedIdentityCredentialOptions {
-            user_assigned_id: config.client_id.clone().map(UserAssignedId::ClientId),
-            client_options,
-        };
-        let credential = ManagedIdentityCredential::new(Some(options))
-            .map_err(|e| setup("the managed identity credential", &e))?;
-        let endpoint = if std::env::var_os("IDENTITY_ENDPOINT").is_some() {
-            "identity_endpoint"
-        } else {
-            "imds"
-        };
-        tracing::info!(credential = "managed_identity", source = endpoint, "Key Vault credential");
-        Ok(credential)
-    }
-}
-
-fn setup(what: &'static str, err: &azure_core::Error) -> KeyVaultError {
+pub(super) fn setup(what: &'static str, err: &azure_core::Error) -> KeyVaultError {
     KeyVaultError::Setup { what, kind: describe(err) }
 }
 
@@ -281,6 +255,10 @@ fn failed(name: &str, step: &'static str, err: &azure_core::Error) -> Loaded {
             tracing::warn!(secret = name, step, error = %what, "access to the secret denied");
             Loaded::Missing
         }
+        _ if matches!(err.kind(), ErrorKind::Credential) => {
+            tracing::warn!(secret = name, step, error = %what, "Key Vault credential failed");
+            Loaded::Unavailable
+        }
         _ => {
             tracing::warn!(secret = name, step, error = %what, "Key Vault unavailable");
             Loaded::Unavailable
@@ -289,15 +267,26 @@ fn failed(name: &str, step: &'static str, err: &azure_core::Error) -> Loaded {
 }
 
 /// The error's kind, status and service code: never its message, which may quote a response.
+/// A credential error names the token endpoint's answer (e.g. `http 401 700213`) when it
+/// wraps one.
 fn describe(err: &azure_core::Error) -> String {
     match err.kind() {
+        ErrorKind::Credential => {
+            let mut inner = err.downcast_ref::<azure_core::Error>();
+            while let Some(cause) = inner {
+                if !matches!(cause.kind(), ErrorKind::Credential) {
+                    return format!("credential unavailable: {}", describe(cause));
+                }
+                inner = cause.downcast_ref::<azure_core::Error>();
+            }
+            "credential unavailable".into()
+        }
         ErrorKind::HttpResponse { status, error_code, .. } => {
             format!("http {} {}", u16::from(*status), error_code.as_deref().unwrap_or("-"))
         }
         ErrorKind::Connection => "connection failed".into(),
         ErrorKind::Io => "i/o error".into(),
         ErrorKind::DataConversion => "unexpected response".into(),
-        ErrorKind::Credential => "credential unavailable".into(),
         _ => "other".into(),
     }
 }
@@ -361,6 +350,22 @@ mod tests {
         let chosen = accepted(&versions, Some("second"), 100, 60);
         assert_eq!(chosen, [("second".into(), None), ("first".into(), Some(160))]);
         assert_eq!(accepted(&versions, Some("first"), 100, 60)[0].0, "first");
+    }
+
+    #[test]
+    fn a_credential_error_names_the_token_endpoint_s_answer() {
+        let inner = azure_core::Error::new(
+            ErrorKind::HttpResponse {
+                status: azure_core::http::StatusCode::Unauthorized,
+                error_code: Some("700213".into()),
+                raw_response: None,
+            },
+            "AADSTS700213: No matching federated identity record found",
+        );
+        let outer = azure_core::Error::with_error(ErrorKind::Credential, inner, "failed");
+        assert_eq!(describe(&outer), "credential unavailable: http 401 700213");
+        let bare = azure_core::Error::with_message(ErrorKind::Credential, "no file");
+        assert_eq!(describe(&bare), "credential unavailable");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the snapshot as a previous version until the rotation overlap ends, so clients can move to a
 //! new key without a failed request. Nothing here formats a value.
 
+mod credential;
 mod file;
 mod keyvault;
 mod refresh;

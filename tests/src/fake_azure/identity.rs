@@ -10,7 +10,9 @@
 //! any 400 as "the requested identity has not been assigned to this resource").
 //!
 //! It must never issue a token without the right header. Tokens are opaque random strings
-//! remembered with their audience and expiry, which is all the vault needs to check them.
+//! remembered with their audience, expiry and issuer, which is all the vault needs to check
+//! them. The Entra ID token endpoint (`entra.rs`) records its tokens here too, so the vault
+//! checks tokens from both endpoints the same way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,6 +22,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::wire::{self, Query, Reply};
+use super::Endpoint;
 
 /// The only protocol version the endpoint speaks.
 const API_VERSION: &str = "2019-08-01";
@@ -48,8 +51,9 @@ pub(super) enum TokenCheck {
     WrongAudience(String),
 }
 
-/// A token's audience and expiry.
+/// A token's audience, expiry and issuing endpoint.
 struct Grant {
+    issuer: Endpoint,
     token: String,
     resource: String,
     expires_on: i64,
@@ -98,7 +102,26 @@ impl Identity {
         }
     }
 
-    /// Tokens issued so far, oldest first.
+    /// Records a new token for `resource`, expiring after the configured lifetime; returns
+    /// the token and its lifetime in seconds.
+    pub(super) fn issue(&self, issuer: Endpoint, resource: &str, now: i64) -> (String, u64) {
+        let lifetime = self.lifetime.load(Ordering::SeqCst);
+        let token = wire::random_hex(32);
+        self.grants.lock().unwrap().push(Grant {
+            issuer,
+            token: token.clone(),
+            resource: resource.to_owned(),
+            expires_on: now.saturating_add_unsigned(lifetime),
+        });
+        (token, lifetime)
+    }
+
+    /// How many tokens `issuer` has issued so far.
+    pub(super) fn issued_by(&self, issuer: Endpoint) -> usize {
+        self.grants.lock().unwrap().iter().filter(|g| g.issuer == issuer).count()
+    }
+
+    /// Tokens issued so far by either endpoint, oldest first.
     pub(super) fn tokens(&self) -> Vec<String> {
         let grants = self.grants.lock().unwrap();
         grants.iter().map(|g| g.token.clone()).collect()
@@ -142,13 +165,8 @@ impl Identity {
         let Some(client_id) = self.select(&query) else {
             return failure("Unable to load the proper Managed Identity.");
         };
-        let expires_on = now.saturating_add_unsigned(self.lifetime.load(Ordering::SeqCst));
-        let token = wire::random_hex(32);
-        self.grants.lock().unwrap().push(Grant {
-            token: token.clone(),
-            resource: resource.to_owned(),
-            expires_on,
-        });
+        let (token, lifetime) = self.issue(Endpoint::Identity, resource, now);
+        let expires_on = now.saturating_add_unsigned(lifetime);
         wire::json(
             StatusCode::OK,
             &json!({

@@ -1,4 +1,4 @@
-//! Accept loops for both servers: HTTP/1.1 and h2 (by ALPN over TLS, by preface in clear),
+//! Accept loops for the three servers: HTTP/1.1 and h2 (by ALPN over TLS, by preface in clear),
 //! one task per connection, all of them owned by the accept task so aborting it closes
 //! every connection too.
 //!
@@ -6,12 +6,12 @@
 //! accepted and an open one is closed where it stands, mid-request or idle.
 
 use std::convert::Infallible;
-use std::future::ready;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -76,7 +76,10 @@ async fn connection(
     let mut up = shared.up.subscribe();
     let service = {
         let shared = shared.clone();
-        service_fn(move |request| ready(Ok::<_, Infallible>(answer(&shared, endpoint, request))))
+        service_fn(move |request| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(answer(&shared, endpoint, request).await) }
+        })
     };
     let serve = async move {
         let builder = auto::Builder::new(TokioExecutor::new());
@@ -96,21 +99,37 @@ async fn connection(
     }
 }
 
+/// Largest request body read (the Entra token endpoint's form; the others take none).
+const MAX_BODY: usize = 64 * 1024;
+
 /// Answers one request and records it (method, path, whether it carried Authorization, the
-/// status: never a header value).
-fn answer(shared: &Shared, endpoint: Endpoint, request: http::Request<Incoming>) -> Reply {
+/// status: never a header value or a body).
+async fn answer(shared: &Shared, endpoint: Endpoint, request: http::Request<Incoming>) -> Reply {
     let now = wire::now();
+    let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let method = request.method().to_string();
+    let version = request.version();
+    let authorization = request.headers().contains_key(http::header::AUTHORIZATION);
     let reply = match endpoint {
         Endpoint::Vault => shared.vault.handle(&shared.identity, &request, now),
         Endpoint::Identity => shared.identity.handle(&request, now),
+        Endpoint::Entra => {
+            let (parts, body) = request.into_parts();
+            match Limited::new(body, MAX_BODY).collect().await {
+                Ok(body) => {
+                    let request = http::Request::from_parts(parts, body.to_bytes());
+                    shared.entra.handle(&shared.identity, &request, now)
+                }
+                Err(_) => wire::empty(http::StatusCode::PAYLOAD_TOO_LARGE),
+            }
+        }
     };
-    let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     shared.requests.lock().unwrap().push(RecordedRequest {
         endpoint,
-        method: request.method().to_string(),
+        method,
         path,
-        version: request.version(),
-        authorization: request.headers().contains_key(http::header::AUTHORIZATION),
+        version,
+        authorization,
         status: reply.status().as_u16(),
     });
     reply

@@ -64,6 +64,11 @@ impl Vault {
         }
     }
 
+    /// The tenant named in the challenge's `authorization=`.
+    pub(super) fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     /// Makes the next `n` requests answer 429.
     pub(super) fn throttle_next(&self, n: usize) {
         self.throttle.store(n, Ordering::SeqCst);
