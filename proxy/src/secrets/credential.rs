@@ -8,7 +8,6 @@
 //! the kubelet rotated is used as soon as a new access token is needed; the SDK's own
 //! `WorkloadIdentityCredential` keeps a read for ten minutes. The file's content is never
 //! logged.
-//!
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
