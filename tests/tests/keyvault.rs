@@ -35,46 +35,11 @@ impl Setup {
     }
 
     fn config(&self, azure: &FakeAzure, overlap: &str) -> PathBuf {
-        let ca = self.dir.write("vault-ca.pem", &azure.ca_pem());
-        self.dir.write(
-            "keyward.toml",
-            &format!(
-                r#"
-[ingress]
-listen = "127.0.0.1:0"
-backend = "http://{backend}"
-
-[[ingress.clients]]
-id = "agent"
-secret = "mcp-client-agent"
-
-[egress]
-listen = "127.0.0.1:0"
-
-[[egress.routes]]
-prefix = "/health/"
-upstream = "http://{upstream}/biotrackr/"
-secret = "apim-subscription-key"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[secrets]
-source = "keyvault"
-vault_url = "{vault_url}"
-vault_address = "127.0.0.1"
-ca_file = "{ca}"
-credential = "managed_identity"
-client_id = "11111111-2222-3333-4444-555555555555"
-refresh_interval = "200ms"
-rotation_overlap = "{overlap}"
-"#,
-                backend = self.backend.addr,
-                upstream = self.upstream.addr,
-                vault_url = azure.vault_url(),
-                ca = ca.display(),
-            ),
-        )
+        let secrets = format!(
+            "credential = \"managed_identity\"\n\
+             client_id = \"11111111-2222-3333-4444-555555555555\"\nrotation_overlap = \"{overlap}\""
+        );
+        azure.keyward_config(&self.dir, self.backend.addr, self.upstream.addr, &secrets)
     }
 
     fn start(&self, azure: &FakeAzure, overlap: &str) -> Keyward {

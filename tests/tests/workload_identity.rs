@@ -39,45 +39,8 @@ impl Setup {
 
     /// A keyward configuration reading `azure`'s vault; `extra` goes into `[secrets]`.
     fn config(&self, azure: &FakeAzure, extra: &str) -> PathBuf {
-        let ca = self.dir.write("vault-ca.pem", &azure.ca_pem());
-        self.dir.write(
-            "keyward.toml",
-            &format!(
-                r#"
-[ingress]
-listen = "127.0.0.1:0"
-backend = "http://{backend}"
-
-[[ingress.clients]]
-id = "agent"
-secret = "mcp-client-agent"
-
-[egress]
-listen = "127.0.0.1:0"
-
-[[egress.routes]]
-prefix = "/health/"
-upstream = "http://{backend}/biotrackr/"
-secret = "apim-subscription-key"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[secrets]
-source = "keyvault"
-vault_url = "{vault_url}"
-vault_address = "127.0.0.1"
-ca_file = "{ca}"
-authority_host = "{authority}"
-refresh_interval = "200ms"
-{extra}
-"#,
-                backend = self.backend.addr,
-                vault_url = azure.vault_url(),
-                authority = azure.entra_authority(),
-                ca = ca.display(),
-            ),
-        )
+        let secrets = format!("authority_host = \"{}\"\n{extra}", azure.entra_authority());
+        azure.keyward_config(&self.dir, self.backend.addr, self.backend.addr, &secrets)
     }
 
     /// Writes the federated token file as the kubelet does (atomic replace, mode 0600).
