@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Results of tests/bench/run: recording and the tables (Python stdlib only).
+
+  report.py record FILE SECTION TARGET [--cpu-ticks N --clk-tck N]   < tool output
+      turns `RESULT name value` lines (wrk's latency.lua, sse.py, idle_conns.py) or h2load's
+      summary into `section target metric value` rows of FILE (TSV).
+  report.py table FILE [FILE...]
+      prints the tables; with several files (several runs), every figure is the median over
+      the runs, and every ratio the median of the per-run ratios.
+"""
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+TARGETS = ["direct", "keyward", "nginx", "haproxy"]
+LOAD_SECTIONS = [
+    ("h1-t1", "HTTP/1.1 wrk -t1"),
+    ("h1-t2", "HTTP/1.1 wrk -t2"),
+    ("h2c", "h2c h2load -t1"),
+]
+MIB = 1024.0
+
+
+def parse_h2load(text):
+    out = {}
+    m = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", text)
+    if m:
+        out["rps"] = float(m.group(3))
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    if m:
+        out["requests"] = float(m.group(3))
+        out["errors"] = float(m.group(4)) + float(m.group(5)) + float(m.group(6))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        out["non2xx"] = float(m.group(2)) + float(m.group(3)) + float(m.group(4))
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)",
+                  text)
+    if m:
+        scale = {"us": 1.0, "ms": 1000.0, "s": 1e6}
+        out["mean_us"] = float(m.group(5)) * scale[m.group(6)]
+        out["max_us"] = float(m.group(3)) * scale[m.group(4)]
+    return out
+
+
+def record(argv):
+    path, section, target = argv[0], argv[1], argv[2]
+    opts = dict(zip(argv[3::2], argv[4::2]))
+    text = sys.stdin.read()
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "RESULT":
+            values[parts[1]] = float(parts[2])
+    if "finished in" in text:
+        values.update(parse_h2load(text))
+    if "requests" in values and "duration_us" in values and "rps" not in values:
+        values["rps"] = values["requests"] / (values["duration_us"] / 1e6)
+    if "--cpu-ticks" in opts and values.get("requests"):
+        seconds = float(opts["--cpu-ticks"]) / float(opts["--clk-tck"])
+        values["cpu_s"] = seconds
+        values["cpu_s_per_100k"] = seconds / values["requests"] * 100000.0
+    for key, value in opts.items():
+        if key.startswith("--set-"):
+            values[key[len("--set-"):]] = float(value)
+    if not values:
+        sys.stderr.write(f"no result for {section} {target}:\n{text}\n")
+        return 1
+    with open(path, "a") as f:
+        for name, value in values.items():
+            f.write(f"{section}\t{target}\t{name}\t{value}\n")
+    return 0
+
+
+def load(paths):
+    runs = []
+    for path in paths:
+        data = defaultdict(dict)
+        with open(path) as f:
+            for line in f:
+                section, target, metric, value = line.rstrip("\n").split("\t")
+                data[(section, target)][metric] = float(value)
+        runs.append(data)
+    return runs
+
+
+def median_of(runs, fn):
+    values = []
+    for run in runs:
+        try:
+            v = fn(run)
+        except (KeyError, ZeroDivisionError, TypeError):
+            continue
+        if v is not None:
+            values.append(v)
+    return statistics.median(values) if values else None
+
+
+def fmt(v, spec="{:.0f}", none="-"):
+    return none if v is None else spec.format(v)
+
+
+def table(paths):
+    runs = load(paths)
+    n = len(runs)
+    get = lambda s, t, m: (lambda run: run[(s, t)][m])
+    lines = []
+    w = lines.append
+    w(f"keyward bench: {n} run(s){' (medians over the runs)' if n > 1 else ''}")
+    w("")
+    w("Throughput and latency (same client, same connections for every target; CPU is the")
+    w("proxy's own process(es), for 'direct' the upstream's; p99.9 from wrk's Lua summary)")
+    hdr = f"{'scenario':<18}{'target':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}" \
+          f"{'mean ms':>9}{'errors':>8}{'CPU s/100k':>12}"
+    w(hdr)
+    w("-" * len(hdr))
+    sections = LOAD_SECTIONS + [("egress", "egress wrk -t1")]
+    for section, label in sections:
+        targets = ["keyward-egress"] if section == "egress" else TARGETS
+        for target in targets:
+            if not any((section, target) in run for run in runs):
+                continue
+            m = lambda metric: median_of(runs, get(section, target, metric))
+            ms = lambda metric: None if m(metric) is None else m(metric) / 1000.0
+            w(f"{label:<18}{target:<16}{fmt(m('rps')):>9}{fmt(ms('p50_us'), '{:.2f}'):>9}"
+              f"{fmt(ms('p99_us'), '{:.2f}'):>9}{fmt(ms('p99.9_us'), '{:.2f}'):>10}"
+              f"{fmt(ms('mean_us'), '{:.2f}'):>9}{fmt(m('errors')):>8}"
+              f"{fmt(m('cpu_s_per_100k'), '{:.2f}'):>12}")
+    w("")
+    w("Ratios (median of per-run ratios; req/s: higher is better for keyward; p99 and CPU:")
+    w("lower is better)")
+    hdr = f"{'scenario':<18}{'metric':<14}{'kw/nginx':>10}{'kw/haproxy':>12}{'kw/direct':>11}"
+    w(hdr)
+    w("-" * len(hdr))
+
+    def ratio(section, metric, other, mine="keyward", other_section=None):
+        other_section = other_section or section
+        return median_of(runs, lambda run: run[(section, mine)][metric]
+                         / run[(other_section, other)][metric])
+
+    for section, label in LOAD_SECTIONS:
+        for metric, name in [("rps", "req/s"), ("p99_us", "p99"), ("p99.9_us", "p99.9"),
+                             ("mean_us", "mean latency"), ("cpu_s_per_100k", "CPU/100k")]:
+            r = [ratio(section, metric, t) for t in ("nginx", "haproxy", "direct")]
+            if all(x is None for x in r):
+                continue
+            w(f"{label:<18}{name:<14}{fmt(r[0], '{:.2f}'):>10}{fmt(r[1], '{:.2f}'):>12}"
+              f"{fmt(r[2], '{:.2f}'):>11}")
+    r_dir = ratio("egress", "rps", "direct", mine="keyward-egress", other_section="h1-t1")
+    r_in = ratio("egress", "rps", "keyward", mine="keyward-egress", other_section="h1-t1")
+    p_dir = ratio("egress", "p99_us", "direct", mine="keyward-egress", other_section="h1-t1")
+    w(f"{'egress wrk -t1':<18}{'req/s':<14}{'':>10}{'':>12}{fmt(r_dir, '{:.2f}'):>11}"
+      f"   (egress/ingress req/s {fmt(r_in, '{:.2f}')})")
+    w(f"{'egress wrk -t1':<18}{'p99':<14}{'':>10}{'':>12}{fmt(p_dir, '{:.2f}'):>11}")
+    w("")
+
+    w("Memory (MiB; nginx = master + workers summed, so shared pages count twice; keyward and")
+    w("HAProxy are one process each)")
+    hdr = f"{'target':<12}{'idle RSS':>10}{'peak RSS':>10}{'before 10k':>12}{'10k idle':>10}" \
+          f"{'KiB/conn':>10}{'conns':>8}{'closed':>8}"
+    w(hdr)
+    w("-" * len(hdr))
+    for target in ["keyward", "nginx", "haproxy"]:
+        m = lambda s, metric: median_of(runs, get(s, target, metric))
+        kib = lambda s, metric: None if m(s, metric) is None else m(s, metric) / MIB
+        w(f"{target:<12}{fmt(kib('mem', 'idle_rss_kib'), '{:.1f}'):>10}"
+          f"{fmt(kib('mem', 'peak_rss_kib'), '{:.1f}'):>10}"
+          f"{fmt(kib('conn-idle', 'rss_before_kib'), '{:.1f}'):>12}"
+          f"{fmt(kib('conn-idle', 'rss_after_kib'), '{:.1f}'):>10}"
+          f"{fmt(m('conn-idle', 'per_conn_kib'), '{:.2f}'):>10}"
+          f"{fmt(m('conn-idle', 'connections')):>8}{fmt(m('conn-idle', 'closed_by_peer')):>8}")
+    w("")
+
+    w("SSE: emit-to-receive latency per event (µs), one stream, events every 5 ms")
+    hdr = f"{'target':<12}{'events':>8}{'median':>10}{'p90':>10}{'p99':>10}{'added median':>14}"
+    w(hdr)
+    w("-" * len(hdr))
+    for target in TARGETS:
+        m = lambda metric: median_of(runs, get("sse", target, metric))
+        added = None if target == "direct" else median_of(
+            runs, lambda run: run[("sse", target)]["median_us"] - run[("sse", "direct")]["median_us"])
+        w(f"{target:<12}{fmt(m('events')):>8}{fmt(m('median_us'), '{:.1f}'):>10}"
+          f"{fmt(m('p90_us'), '{:.1f}'):>10}{fmt(m('p99_us'), '{:.1f}'):>10}"
+          f"{fmt(added, '{:+.1f}'):>14}")
+    w("")
+
+    w("Targets")
+    checks = []
+    for section, label in LOAD_SECTIONS[:2]:
+        for other in ("nginx", "haproxy"):
+            r = ratio(section, "rps", other)
+            checks.append((f"{label}: req/s keyward >= 1.3 x {other}", r, r is not None and r >= 1.3,
+                           f"{fmt(r, '{:.2f}')}x"))
+            p = ratio(section, "p99_us", other)
+            checks.append((f"{label}: p99 keyward <= {other}", p, p is not None and p <= 1.0,
+                           f"{fmt(p, '{:.2f}')}x"))
+    idle = median_of(runs, get("mem", "keyward", "idle_rss_kib"))
+    checks.append(("keyward idle RSS < 15 MiB", idle, idle is not None and idle / MIB < 15,
+                   f"{fmt(None if idle is None else idle / MIB, '{:.1f}')} MiB"))
+    conn = median_of(runs, get("conn-idle", "keyward", "rss_after_kib"))
+    count = median_of(runs, get("conn-idle", "keyward", "connections"))
+    checks.append((f"keyward RSS with {fmt(count)} idle connections < 64 MiB", conn,
+                   conn is not None and conn / MIB < 64,
+                   f"{fmt(None if conn is None else conn / MIB, '{:.1f}')} MiB"))
+    sse = median_of(runs, lambda run: run[("sse", "keyward")]["median_us"]
+                    - run[("sse", "direct")]["median_us"])
+    checks.append(("SSE added latency per event (median) < 1 ms", sse,
+                   sse is not None and sse < 1000, f"{fmt(sse, '{:.0f}')} µs"))
+    for name, value, ok, shown in checks:
+        verdict = "n/a " if value is None else ("MET " if ok else "MISS")
+        w(f"  [{verdict}] {name}: {shown}")
+    print("\n".join(lines))
+    return 0
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ("record", "table"):
+        print(__doc__)
+        return 2
+    if sys.argv[1] == "record":
+        return record(sys.argv[2:])
+    return table(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
