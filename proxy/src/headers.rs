@@ -33,23 +33,50 @@ const CLIENT_CREDENTIALS: [HeaderName; 4] =
 /// Removes hop-by-hop headers and every header named by a `Connection` header.
 /// `Transfer-Encoding` is left to hyper, which owns message framing on both sides.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let present = present(headers, &HOP_BY_HOP);
+    if present == 0 {
+        return;
+    }
     // Collect the named tokens first: removing while iterating `Connection` is not possible.
+    // Hop-by-hop names are removed below anyway, so they need no (allocated) name of their own.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
     }
+    remove_present(headers, &HOP_BY_HOP, present);
 }
 
 /// Removes every client credential and any client-sent identity header.
 pub fn strip_client_credentials(headers: &mut HeaderMap) {
-    for name in &CLIENT_CREDENTIALS {
-        headers.remove(name);
+    let present = present(headers, &CLIENT_CREDENTIALS);
+    remove_present(headers, &CLIENT_CREDENTIALS, present);
+}
+
+/// Which of `names` (at most 32) occur in `headers`, as a bit set: one pass over the few names
+/// a message carries, rather than a hashed lookup per name whether it is there or not.
+fn present(headers: &HeaderMap, names: &[HeaderName]) -> u32 {
+    let mut bits = 0;
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| n == name) {
+            bits |= 1 << i;
+        }
+    }
+    bits
+}
+
+fn remove_present(headers: &mut HeaderMap, names: &[HeaderName], bits: u32) {
+    for (i, name) in names.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -86,7 +86,11 @@ pub fn init(config: &TelemetryConfig, redactor: Arc<Redactor>) -> Telemetry {
         .or_else(|_| EnvFilter::try_new(config.log_level.as_deref().unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans go to the exporter only; log lines are events.
-    let filter = filter.and(filter_fn(|meta| allowed(meta) && !meta.is_span()));
+    // The hint keeps the EnvFilter's level as the global maximum: without it the combined
+    // filter has none, and every disabled event and span is evaluated on every call.
+    let filter = filter.and(
+        filter_fn(|meta| allowed(meta) && !meta.is_span()).with_max_level_hint(LevelFilter::TRACE),
+    );
     let writer = RedactingStdout::new(redactor.clone());
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -110,13 +114,20 @@ pub fn init(config: &TelemetryConfig, redactor: Arc<Redactor>) -> Telemetry {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("keyward"))
-            .with_filter(filter_fn(|meta| meta.is_span() && is_keyward(meta)))
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("keyward")).with_filter(
+            filter_fn(|meta| meta.is_span() && is_keyward(meta))
+                .with_max_level_hint(LevelFilter::INFO),
+        )
     });
     // `try_init` fails only when a subscriber is already set (tests that start several apps
     // in one process); the first one stays.
-    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
+    // An absent layer (`Option::None`) declares interest in every callsite, which turns every
+    // span and event, at any level, into a per-call filter evaluation: add it only if present.
+    let registry = tracing_subscriber::registry().with(logs);
+    let _ = match traces {
+        Some(traces) => registry.with(traces).try_init(),
+        None => registry.try_init(),
+    };
     if let Some(problem) = problem {
         tracing::error!(error = %problem, "OTLP export disabled");
     }
