@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
@@ -42,6 +42,9 @@ pub enum StartError {
     /// The egress extra CA is unusable.
     #[error("egress.extra_ca: {0}")]
     Trust(#[from] TrustError),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Worker(#[source] std::io::Error),
     /// The Key Vault source could not be set up.
     #[error("Key Vault: {0}")]
     KeyVault(#[from] KeyVaultError),
@@ -142,28 +145,19 @@ impl App {
             None => None,
         };
         let limits = ConnLimits {
-            max_connections: ingress_config.max_connections,
             header_read_timeout: ingress_config.header_read_timeout,
             max_header_bytes: ingress_config.max_header_bytes,
             shutdown_grace: ingress_config.shutdown_grace,
         };
 
-        let ingress_listener = bind("ingress", ingress_config.listen).await?;
-        let ingress_addr = local_addr("ingress", &ingress_listener)?;
-        let ingress =
-            Arc::new(Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone()));
-        servers.spawn(server::serve(
-            ingress_listener,
-            tls,
-            limits,
-            move |request, peer| {
-                let ingress = ingress.clone();
-                async move { ingress.handle(request, peer).await }
-            },
-            shutdown.subscribe(),
-        ));
-
-        let egress_addr = match egress {
+        // Ingress and egress are served by worker threads, each with its own listening socket
+        // on the shared port and its own backend pools; see `server::spawn_worker`.
+        let workers = ingress_config.worker_count();
+        let ingress_listeners = bind_shared("ingress", ingress_config.listen, workers)?;
+        let ingress_addr = local_addr("ingress", ingress_listeners[0].local_addr())?;
+        let ingress = Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone());
+        let ingress_permits = Arc::new(Semaphore::new(ingress_config.max_connections));
+        let (egress_listeners, egress_addr) = match egress {
             Some((egress_config, egress)) => {
                 if egress_config.unsafe_listen_beyond_loopback
                     && !egress_config.listen.ip().is_loopback()
@@ -174,31 +168,58 @@ impl App {
                          injected credentials"
                     );
                 }
-                let listener = bind("egress", egress_config.listen).await?;
-                let addr = local_addr("egress", &listener)?;
-                servers.spawn(server::serve(
-                    listener,
-                    None,
-                    limits,
-                    move |request, _peer| {
+                let listeners = bind_shared("egress", egress_config.listen, workers)?;
+                let addr = local_addr("egress", listeners[0].local_addr())?;
+                let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
+                let per_worker = listeners
+                    .into_iter()
+                    .map(|listener| Some((listener, egress.clone(), permits.clone())))
+                    .collect();
+                (per_worker, Some(addr))
+            }
+            None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
+        };
+        for (index, (ingress_listener, egress_site)) in
+            ingress_listeners.into_iter().zip(egress_listeners).enumerate()
+        {
+            let ingress = ingress.clone();
+            let (tls, permits) = (tls.clone(), ingress_permits.clone());
+            let (ingress_shutdown, egress_shutdown) = (shutdown.subscribe(), shutdown.subscribe());
+            let worker = move || async move {
+                let ingress = Arc::new(ingress.for_worker());
+                let serve_ingress = async {
+                    let Some(listener) = adopt("ingress", ingress_listener) else { return };
+                    let handler = move |request, peer| {
+                        let ingress = ingress.clone();
+                        async move { ingress.handle(request, peer).await }
+                    };
+                    server::serve(listener, tls, limits, permits, handler, ingress_shutdown).await;
+                };
+                let serve_egress = async {
+                    let Some((listener, egress, permits)) = egress_site else { return };
+                    let Some(listener) = adopt("egress", listener) else { return };
+                    let egress = Arc::new(egress.for_worker());
+                    let handler = move |request, _peer| {
                         let egress = egress.clone();
                         async move { egress.handle(request).await }
-                    },
-                    shutdown.subscribe(),
-                ));
-                Some(addr)
-            }
-            None => None,
-        };
+                    };
+                    server::serve(listener, None, limits, permits, handler, egress_shutdown).await;
+                };
+                tokio::join!(serve_ingress, serve_egress);
+            };
+            let done = server::spawn_worker(format!("keyward-worker-{index}"), worker)
+                .map_err(StartError::Worker)?;
+            servers.spawn(done);
+        }
 
         let admin_listener = bind("admin", config.admin.listen).await?;
-        let admin_addr = local_addr("admin", &admin_listener)?;
+        let admin_addr = local_addr("admin", admin_listener.local_addr())?;
         let admin = Arc::new(Admin::new(store.clone(), metrics));
-        let admin_limits = ConnLimits { max_connections: 64, ..limits };
         servers.spawn(server::serve(
             admin_listener,
             None,
-            admin_limits,
+            limits,
+            Arc::new(Semaphore::new(64)),
             move |request, peer| std::future::ready(admin.handle(&request, peer)),
             shutdown.subscribe(),
         ));
@@ -207,6 +228,7 @@ impl App {
             ingress = %ingress_addr,
             egress = egress_addr.map(|a| a.to_string()),
             admin = %admin_addr,
+            workers,
             "keyward listening"
         );
         Ok(Self { ingress_addr, egress_addr, admin_addr, store, shutdown, servers, background })
@@ -232,7 +254,26 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, S
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
 }
 
-fn local_addr(listener: &'static str, socket: &TcpListener) -> Result<SocketAddr, StartError> {
-    let addr = ([0, 0, 0, 0], 0).into();
-    socket.local_addr().map_err(|source| StartError::Bind { listener, addr, source })
+fn bind_shared(
+    listener: &'static str,
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    server::bind_shared(addr, workers).map_err(|source| StartError::Bind { listener, addr, source })
+}
+
+/// Registers a worker's socket with the worker's runtime; a socket that cannot be registered
+/// is closed, and the kernel sends its share of connections to the other workers.
+fn adopt(listener: &'static str, socket: std::net::TcpListener) -> Option<TcpListener> {
+    TcpListener::from_std(socket)
+        .inspect_err(|err| tracing::error!(listener, error = %err, "worker cannot listen"))
+        .ok()
+}
+
+fn local_addr(
+    listener: &'static str,
+    addr: std::io::Result<SocketAddr>,
+) -> Result<SocketAddr, StartError> {
+    let unknown = ([0, 0, 0, 0], 0).into();
+    addr.map_err(|source| StartError::Bind { listener, addr: unknown, source })
 }

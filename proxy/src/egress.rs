@@ -27,7 +27,7 @@ use crate::headers::{self, OCP_APIM_SUBSCRIPTION_KEY, X_API_KEY, X_KEYWARD_CLIEN
 use crate::metrics::{Listener, Metrics};
 use crate::secrets::Snapshot;
 use crate::telemetry;
-use crate::trust::TrustError;
+use crate::trust::{self, TrustError};
 use crate::Body;
 
 /// One allow-listed upstream.
@@ -46,12 +46,14 @@ struct Route {
     static_headers: HeaderMap,
 }
 
-/// The egress handler, shared by every backend connection.
-#[derive(Debug)]
+/// The egress handler: one per worker, shared by the worker's backend connections.
+#[derive(Debug, Clone)]
 pub struct Egress {
-    routes: Vec<Route>,
+    routes: Arc<[Route]>,
     /// The credential of each route, by index, from the current snapshot (`None`: missing).
-    credentials: ArcSwap<Vec<Option<HeaderValue>>>,
+    /// Shared by every worker's copy.
+    credentials: Arc<ArcSwap<Vec<Option<HeaderValue>>>>,
+    tls: rustls::ClientConfig,
     client: Upstream<HttpsConnector<HttpConnector>>,
     max_header_bytes: usize,
     max_body_bytes: u64,
@@ -96,14 +98,22 @@ impl Egress {
             .collect();
         // Longest prefix first, so `/health/v2/` wins over `/health/`.
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        let tls = trust::client_config(config.extra_ca.as_deref())?;
         Ok(Self {
-            credentials: ArcSwap::from_pointee(vec![None; routes.len()]),
-            routes,
-            client: Upstream::https(config.extra_ca.as_deref())?,
+            credentials: Arc::new(ArcSwap::from_pointee(vec![None; routes.len()])),
+            routes: routes.into(),
+            client: Upstream::https(tls.clone()),
+            tls,
             max_header_bytes,
             max_body_bytes,
             metrics,
         })
+    }
+
+    /// A copy for another worker: the same routes and credentials, and a connection pool of
+    /// its own, so that an upstream connection is only ever used on the thread that opened it.
+    pub fn for_worker(&self) -> Self {
+        Self { client: Upstream::https(self.tls.clone()), ..self.clone() }
     }
 
     /// Takes each route's credential from a new snapshot, as a sensitive header value.

@@ -1,19 +1,29 @@
-//! The pooled HTTP client keyward forwards with, and the mapping of its failures to
+//! The pooled HTTP clients keyward forwards with, and the mapping of their failures to
 //! 413/502/504. Connection and timeout errors are logged by kind, never with a URL or header.
+//!
+//! [`Backend`] is the pod's MCP server (plain HTTP/1.1, one destination, the hot path);
+//! [`Upstream`] is the general client egress uses (HTTPS, h2 or HTTP/1.1, many hosts). Both are
+//! per worker: a connection is only ever used on the thread that opened it.
 
-use std::path::Path;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::uri::Authority;
 use http::{Request, Response};
 use http_body_util::{LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::error::ProxyError;
-use crate::trust::{self, TrustError};
 
 /// A client request body: the incoming stream, capped at the configured size.
 pub type RequestBody = Limited<Incoming>;
@@ -24,40 +34,39 @@ pub struct Upstream<C = HttpConnector> {
     client: Client<C, RequestBody>,
 }
 
+/// Time to open a TCP connection to the backend or an upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle backend connections kept per worker at most; more are closed when their exchange ends.
+const MAX_IDLE: usize = 512;
+
 fn tcp() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.enforce_http(false);
     connector
 }
 
 fn builder() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
+    builder.pool_timer(TokioTimer::new()).pool_idle_timeout(IDLE_TIMEOUT);
     builder
 }
 
-impl Upstream<HttpConnector> {
-    /// A plain-HTTP/1.1 client, for the backend in the same pod.
-    pub fn http() -> Self {
-        Self { client: builder().build(tcp()) }
-    }
-}
-
 impl Upstream<HttpsConnector<HttpConnector>> {
-    /// An HTTPS client (h2 or HTTP/1.1 by ALPN) trusting the public roots plus `extra_ca`,
+    /// An HTTPS client (h2 or HTTP/1.1 by ALPN) over `tls` (see [`crate::trust::client_config`]),
     /// with SNI and hostname verification always on. Plain http is accepted too: config
     /// validation allows it only for loopback upstreams.
-    pub fn https(extra_ca: Option<&Path>) -> Result<Self, TrustError> {
-        let tls = trust::client_config(extra_ca)?;
+    pub fn https(tls: rustls::ClientConfig) -> Self {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp());
-        Ok(Self { client: builder().build(connector) })
+        Self { client: builder().build(connector) }
     }
 }
 
@@ -71,9 +80,9 @@ where
         &self,
         request: Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(UpstreamBody::unpooled)),
             Ok(Err(err)) => Err(classify(&err)),
             Err(_) => {
                 tracing::warn!(timeout_ms = timeout.as_millis() as u64, "upstream timed out");
@@ -84,12 +93,8 @@ where
 }
 
 fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(cause) = source {
-        if cause.is::<LengthLimitError>() {
-            return ProxyError::BodyTooLarge;
-        }
-        source = cause.source();
+    if too_large(err) {
+        return ProxyError::BodyTooLarge;
     }
     if err.is_connect() {
         tracing::warn!(error = %ErrorChain(err), "upstream connection failed");
@@ -97,6 +102,18 @@ fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
         tracing::warn!(error = %ErrorChain(err), "upstream exchange failed");
     }
     ProxyError::UpstreamUnavailable
+}
+
+/// True when the request body went over its cap somewhere in `err`'s causes.
+fn too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Displays an error with its causes (`a: b: c`). hyper's errors name kinds, not URLs.
@@ -111,5 +128,215 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+/// Keep-alive HTTP/1.1 connections to the backend in the pod, for one worker.
+///
+/// Not the general-purpose pool: one plain-HTTP destination used from one thread needs no pool
+/// key, boxed futures, connection-info extensions or per-connection watcher. A connection comes
+/// back when its response body has been read to the end (see [`UpstreamBody`]), the most
+/// recently used goes out first, and one idle for [`IDLE_TIMEOUT`] is closed.
+#[derive(Debug)]
+pub struct Backend {
+    /// `host:port`.
+    authority: Authority,
+    /// Oldest first.
+    idle: Mutex<VecDeque<Idle>>,
+    sweeping: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl Backend {
+    /// A pool for `authority` (`host:port`); it opens connections on demand.
+    pub fn new(authority: Authority) -> Arc<Self> {
+        Arc::new(Self { authority, idle: Mutex::default(), sweeping: AtomicBool::new(false) })
+    }
+
+    /// Where the connections go.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) and waits up to `timeout` for the
+    /// response headers. The body streams afterwards; dropping it cancels the exchange.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+                Err(ProxyError::UpstreamTimeout)
+            }
+        }
+    }
+
+    async fn exchange(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            // A returned connection may still be finishing its last exchange, or have closed
+            // (the backend said `Connection: close`, or timed it out): then take another.
+            if reused && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let slot = Some((self.clone(), sender));
+                    return Ok(response.map(|inner| UpstreamBody { inner, slot }));
+                }
+                Err(mut err) => match err.take_message() {
+                    // Not written: a reused connection closed under us. Try another.
+                    Some(unsent) if reused => request = unsent,
+                    _ => {
+                        let err = err.into_error();
+                        if too_large(&err) {
+                            return Err(ProxyError::BodyTooLarge);
+                        }
+                        tracing::warn!(error = %ErrorChain(&err), "upstream exchange failed");
+                        return Err(ProxyError::UpstreamUnavailable);
+                    }
+                },
+            }
+        }
+    }
+
+    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        expire(&mut idle);
+        while let Some(entry) = idle.pop_back() {
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
+            idle.push_back(Idle { sender, since: Instant::now() });
+        }
+        // The first connection back starts the sweep, on the runtime that uses this pool.
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, ProxyError> {
+        let connect = tokio::net::TcpStream::connect(self.authority.as_str());
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "upstream connection failed");
+                return Err(ProxyError::UpstreamUnavailable);
+            }
+            Err(_) => {
+                tracing::warn!("upstream connection timed out");
+                return Err(ProxyError::UpstreamUnavailable);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|err| {
+            tracing::warn!(error = %ErrorChain(&err), "upstream connection failed");
+            ProxyError::UpstreamUnavailable
+        })?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %ErrorChain(&err), "backend connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Drops connections idle for longer than [`IDLE_TIMEOUT`] and those the backend closed.
+fn expire(idle: &mut VecDeque<Idle>) {
+    while idle.front().is_some_and(|e| e.since.elapsed() > IDLE_TIMEOUT || e.sender.is_closed()) {
+        idle.pop_front();
+    }
+}
+
+/// Expires idle connections while no request comes to do it; ends with the pool.
+async fn sweep(pool: Weak<Backend>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        expire(&mut pool.idle.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The body of an upstream response. From the [`Backend`] pool, read to the end, it hands its
+/// connection back; dropped before the end, the connection closes with it.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    slot: Option<(Arc<Backend>, SendRequest<RequestBody>)>,
+}
+
+impl UpstreamBody {
+    /// A body whose connection is managed elsewhere.
+    pub fn unpooled(inner: Incoming) -> Self {
+        Self { inner, slot: None }
+    }
+
+    fn release(&mut self) {
+        if let Some((pool, sender)) = self.slot.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.release();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The server stops polling once a sized body is complete, so the end is seen here.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
@@ -20,19 +20,18 @@ use tracing::Instrument;
 use crate::auth::{Authenticator, Client, Denial};
 use crate::config::IngressConfig;
 use crate::error::ProxyError;
-use crate::forward::Upstream;
+use crate::forward::Backend;
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
 use crate::telemetry;
 use crate::Body;
 
-/// The ingress handler, shared by every connection.
-#[derive(Debug)]
+/// The ingress handler: one per worker, shared by the worker's connections.
+#[derive(Debug, Clone)]
 pub struct Ingress {
     auth: Arc<Authenticator>,
-    backend: Upstream,
+    backend: Arc<Backend>,
     backend_timeout: Duration,
-    backend_authority: Authority,
     backend_host: HeaderValue,
     allowed_origins: Vec<HeaderValue>,
     challenge: HeaderValue,
@@ -57,10 +56,9 @@ impl Ingress {
         };
         Self {
             auth,
-            backend: Upstream::http(),
-            backend_timeout: config.backend_timeout,
             backend_host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
-            backend_authority: authority,
+            backend: Backend::new(authority),
+            backend_timeout: config.backend_timeout,
             allowed_origins: config
                 .allowed_origins
                 .iter()
@@ -71,6 +69,12 @@ impl Ingress {
             max_body_bytes: config.max_body_bytes,
             metrics,
         }
+    }
+
+    /// A copy for another worker: the same keyring, limits and metrics, and a backend pool of
+    /// its own, so that a backend connection is only ever used on the thread that opened it.
+    pub fn for_worker(&self) -> Self {
+        Self { backend: Backend::new(self.backend.authority().clone()), ..self.clone() }
     }
 
     /// Answers one request: the backend's response, or keyward's own refusal.
@@ -181,7 +185,7 @@ impl Ingress {
         }
 
         // 6. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
-        parts.uri = self.backend_uri(&parts.uri)?;
+        parts.uri = origin_form(&parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, self.backend_host.clone());
         telemetry::propagate(span, &mut parts.headers);
@@ -190,18 +194,15 @@ impl Ingress {
         headers::remove_hop_by_hop(response.headers_mut());
         Ok((response.map(Either::Left), client))
     }
+}
 
-    fn backend_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if !path.as_str().starts_with('/') {
-            // `*` (OPTIONS) or an authority form: nothing the backend serves.
-            return Err(ProxyError::BadRequest);
-        }
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.backend_authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::BadRequest)
+/// The request target as the backend gets it: path and query only (the backend's address is
+/// in `Host`). A client's absolute-form target loses its scheme and authority here.
+fn origin_form(uri: &Uri) -> Result<Uri, ProxyError> {
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !path.as_str().starts_with('/') {
+        // `*` (OPTIONS) or an authority form: nothing the backend serves.
+        return Err(ProxyError::BadRequest);
     }
+    Ok(Uri::from(path))
 }

@@ -23,4 +23,4 @@ pub mod tls;
 pub mod trust;
 
 /// The body of every response keyward sends: a forwarded stream or keyward's own short body.
-pub type Body = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
+pub type Body = http_body_util::Either<forward::UpstreamBody, http_body_util::Full<bytes::Bytes>>;

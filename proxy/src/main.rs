@@ -85,7 +85,10 @@ fn summary(config: &Config) -> String {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // Requests are served on keyward's own worker threads (see `server::spawn_worker`); this
+    // runtime only runs the admin listener, the secret refresh and the signal handlers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

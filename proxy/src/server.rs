@@ -1,10 +1,12 @@
 //! The accept loop every listener shares: connection cap, optional TLS, HTTP/1.1 and h2 (h2c
-//! on plain TCP), header read timeout, and a bounded graceful drain.
+//! on plain TCP), header read timeout, and a bounded graceful drain; and the workers that run
+//! it, one thread per core.
 //!
 //! It never inspects requests; the handler does.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::json;
@@ -28,8 +30,6 @@ use crate::Body;
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
-    /// Open connections at most; the rest wait in the kernel's accept backlog.
-    pub max_connections: usize,
     /// Time to receive a request's headers (and to finish a TLS handshake).
     pub header_read_timeout: Duration,
     /// Request header bytes at most (HTTP/1.1 read buffer, h2 header list).
@@ -38,11 +38,57 @@ pub struct ConnLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `listener` until `shutdown` flips to true, then drains for up to the grace period.
+/// Binds `count` listening sockets to one address with `SO_REUSEPORT`, one per worker: the
+/// kernel spreads new connections over them, and each worker accepts only its own. With port 0
+/// the first socket picks the port and the others join it.
+///
+/// Call from within a Tokio runtime; a worker takes its socket with [`TcpListener::from_std`].
+pub fn bind_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
+}
+
+/// Runs `task` on a thread of its own under a single-threaded runtime. A connection, the tasks
+/// it spawns and the backend connections it uses all stay on that thread: no work stealing and
+/// no cross-thread wake-ups on the request path. The returned future completes once `task`
+/// has, after the runtime has dropped whatever outlived it.
+pub fn spawn_worker<T, F>(name: String, task: T) -> io::Result<impl Future<Output = ()>>
+where
+    T: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done, finished) = oneshot::channel::<()>();
+    std::thread::Builder::new().name(name).spawn(move || {
+        runtime.block_on(task());
+        drop(runtime);
+        let _ = done.send(());
+    })?;
+    Ok(async move {
+        if finished.await.is_err() {
+            tracing::error!("a worker thread panicked");
+        }
+    })
+}
+
+/// Serves `listener` until `shutdown` flips to true (or its sender is dropped), then drains for
+/// up to the grace period. `permits` caps open connections, and may be shared by the workers of
+/// one listener.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
+    permits: Arc<Semaphore>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -62,14 +108,9 @@ pub async fn serve<H, F>(
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
 
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
-            _ = shutdown.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -80,6 +121,13 @@ pub async fn serve<H, F>(
                     continue;
                 }
             },
+            _ = shutdown.changed() => break,
+        };
+        // At the cap, the accepted connection waits here unserved (and this worker accepts no
+        // other) until one closes. Taking the permit before accepting would let a worker hold
+        // the freed slot while the waiting connection sits in another worker's queue.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);

@@ -407,3 +407,74 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         tokio::time::timeout(Duration::from_secs(5), third).await.expect("served").unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let pod = pod_with("workers = 1").await;
+    let client = client::http1();
+    let opened = pod.backend.connections();
+    for _ in 0..20 {
+        let reply =
+            send(&client, request(pod.app.ingress_addr, "GET", "/", &[("x-api-key", ALPHA)], ""))
+                .await;
+        assert_eq!(reply.status, 200);
+    }
+    // Sized and chunked (streamed) responses both hand their connection back when read through.
+    let stream = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
+        .header("x-api-key", ALPHA)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(async move { client::streaming().request(stream).await });
+    let events = pod.backend.next_stream().await;
+    events.send(Bytes::from_static(b"data: last\n\n")).await.unwrap();
+    drop(events);
+    let reply = client::collect(response.await.unwrap().expect("response")).await;
+    assert_eq!(reply.body, "data: last\n\n");
+    let reply = get_with_key(pod.app.ingress_addr, "/", ALPHA).await;
+    assert_eq!(reply.status, 200);
+    assert!(pod.backend.connections() - opened <= 1, "a backend connection per request");
+}
+
+#[tokio::test]
+async fn a_busy_stream_keeps_its_backend_connection_to_itself() {
+    let pod = pod_with("workers = 1").await;
+    let stream = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
+        .header("x-api-key", ALPHA)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(async move { client::streaming().request(stream).await });
+    let events = pod.backend.next_stream().await;
+    events.send(Bytes::from_static(b"data: open\n\n")).await.unwrap();
+    let mut body = response.await.unwrap().expect("response").into_body();
+    body.frame().await.unwrap().unwrap();
+    // While the stream is open, other requests are answered on other connections.
+    for _ in 0..5 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            get_with_key(pod.app.ingress_addr, "/", ALPHA),
+        )
+        .await
+        .expect("a request waited for the busy stream");
+        assert_eq!(reply.status, 200);
+    }
+    events.send(Bytes::from_static(b"data: still\n\n")).await.unwrap();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "data: still\n\n");
+}
+
+#[tokio::test]
+async fn a_backend_that_closes_every_connection_costs_no_request() {
+    let pod = pod_with("workers = 1").await;
+    let client = client::http1();
+    let opened = pod.backend.connections();
+    for _ in 0..10 {
+        let headers = [("x-api-key", ALPHA)];
+        let reply =
+            send(&client, request(pod.app.ingress_addr, "GET", "/close", &headers, "")).await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.headers.get("connection").is_none(), "hop-by-hop header passed back");
+    }
+    // The first may reuse the connection the start-up check left idle; each later one needs a
+    // new connection, since the one before was closed.
+    assert!(pod.backend.connections() - opened >= 9, "a closed connection was reused");
+}

@@ -39,8 +39,8 @@ pub struct Seen {
 ///
 /// Paths (matched by their last segment, so a base path may precede them): `/sse` streams
 /// events sent through the handle from [`TestBackend::next_stream`]; `/slow` answers after two
-/// seconds; `/redirect` answers 302 to another host; every other path records the request and
-/// answers `{"ok":true}`.
+/// seconds; `/redirect` answers 302 to another host; `/close` answers with `Connection: close`
+/// and closes the connection; every other path records the request and answers `{"ok":true}`.
 #[derive(Debug)]
 pub struct TestBackend {
     /// Where it listens.
@@ -156,6 +156,11 @@ async fn answer(
                 .header("cache-control", "no-cache")
                 .body(http_body_util::Either::Right(ChannelBody(rx)))
                 .unwrap()
+        }
+        "close" => {
+            let mut response = json(StatusCode::OK, "{\"ok\":true}");
+            response.headers_mut().insert("connection", "close".parse().unwrap());
+            response
         }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(2)).await;

@@ -111,6 +111,16 @@ pub struct IngressConfig {
     /// How long in-flight requests may run on after SIGTERM.
     #[serde(default = "defaults::shutdown_grace", with = "duration")]
     pub shutdown_grace: Duration,
+    /// Threads serving ingress and egress, each with its own listening socket and backend
+    /// pools; one per CPU when absent.
+    pub workers: Option<usize>,
+}
+
+impl IngressConfig {
+    /// The number of worker threads: `workers`, or one per CPU the process may use.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 }
 
 /// `[[ingress.clients]]`.
@@ -264,10 +274,14 @@ impl Config {
             ("ingress.max_body_bytes", ingress.max_body_bytes),
             ("ingress.auth_failures_per_minute", ingress.auth_failures_per_minute.into()),
             ("ingress.auth_failure_burst", ingress.auth_failure_burst.into()),
+            ("ingress.workers", ingress.workers.unwrap_or(1) as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if ingress.workers.is_some_and(|n| n > 1024) {
+            return Err(invalid("ingress.workers", "must be at most 1024"));
         }
         for (key, value) in [
             ("ingress.header_read_timeout", ingress.header_read_timeout),
@@ -496,6 +510,8 @@ mod tests {
                 "ingress.allowed_origins[0]:",
             ),
             ("[ingress]", "[ingress]\nmax_body_bytes = 0", "ingress.max_body_bytes:"),
+            ("[ingress]", "[ingress]\nworkers = 0", "ingress.workers:"),
+            ("[ingress]", "[ingress]\nworkers = 4096", "ingress.workers:"),
             ("id = \"claude\"", "id = \"bad id\"", "ingress.clients[0].id:"),
             (
                 "secret = \"mcp-client-claude\"",
