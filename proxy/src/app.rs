@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::secrets::{
     self, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Snapshot, Source,
 };
-use crate::server::{self, ConnLimits};
+use crate::server::{self, Acceptor, ConnLimits, Connections};
 use crate::telemetry::redact::Redactor;
 use crate::tls::{ReloadingCert, TlsError};
 use crate::trust::TrustError;
@@ -150,14 +150,16 @@ impl App {
             shutdown_grace: ingress_config.shutdown_grace,
         };
 
-        // Ingress and egress are served by worker threads, each with its own listening socket
-        // on the shared port and its own backend pools; see `server::spawn_worker`.
+        // Ingress and egress are served by worker threads, each with its own backend pools;
+        // one acceptor per listener hands them connections (see `server::Acceptor`).
         let workers = ingress_config.worker_count();
-        let ingress_listeners = bind_shared("ingress", ingress_config.listen, workers)?;
-        let ingress_addr = local_addr("ingress", ingress_listeners[0].local_addr())?;
+        let ingress_listener = bind("ingress", ingress_config.listen).await?;
+        let ingress_addr = local_addr("ingress", ingress_listener.local_addr())?;
         let ingress = Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone());
-        let ingress_permits = Arc::new(Semaphore::new(ingress_config.max_connections));
-        let (egress_listeners, egress_addr) = match egress {
+        let (acceptor, ingress_ends) = Acceptor::new(workers);
+        let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
+        servers.spawn(acceptor.run(ingress_listener, permits, shutdown.subscribe()));
+        let (egress_ends, egress_addr) = match egress {
             Some((egress_config, egress)) => {
                 if egress_config.unsafe_listen_beyond_loopback
                     && !egress_config.listen.ip().is_loopback()
@@ -168,42 +170,37 @@ impl App {
                          injected credentials"
                     );
                 }
-                let listeners = bind_shared("egress", egress_config.listen, workers)?;
-                let addr = local_addr("egress", listeners[0].local_addr())?;
+                let listener = bind("egress", egress_config.listen).await?;
+                let addr = local_addr("egress", listener.local_addr())?;
+                let (acceptor, ends) = Acceptor::new(workers);
                 let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
-                let per_worker = listeners
-                    .into_iter()
-                    .map(|listener| Some((listener, egress.clone(), permits.clone())))
-                    .collect();
-                (per_worker, Some(addr))
+                servers.spawn(acceptor.run(listener, permits, shutdown.subscribe()));
+                let ends = ends.into_iter().map(|end| Some((end, egress.clone()))).collect();
+                (ends, Some(addr))
             }
             None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
         };
-        for (index, (ingress_listener, egress_site)) in
-            ingress_listeners.into_iter().zip(egress_listeners).enumerate()
+        for (index, (ingress_end, egress_end)) in
+            ingress_ends.into_iter().zip(egress_ends).enumerate()
         {
-            let ingress = ingress.clone();
-            let (tls, permits) = (tls.clone(), ingress_permits.clone());
+            let (ingress, tls) = (ingress.clone(), tls.clone());
             let (ingress_shutdown, egress_shutdown) = (shutdown.subscribe(), shutdown.subscribe());
             let worker = move || async move {
                 let ingress = Arc::new(ingress.for_worker());
-                let serve_ingress = async {
-                    let Some(listener) = adopt("ingress", ingress_listener) else { return };
-                    let handler = move |request, peer| {
-                        let ingress = ingress.clone();
-                        async move { ingress.handle(request, peer).await }
-                    };
-                    server::serve(listener, tls, limits, permits, handler, ingress_shutdown).await;
+                let handler = move |request, peer| {
+                    let ingress = ingress.clone();
+                    async move { ingress.handle(request, peer).await }
                 };
+                let serve_ingress =
+                    server::serve(ingress_end, tls, limits, handler, ingress_shutdown);
                 let serve_egress = async {
-                    let Some((listener, egress, permits)) = egress_site else { return };
-                    let Some(listener) = adopt("egress", listener) else { return };
+                    let Some((end, egress)) = egress_end else { return };
                     let egress = Arc::new(egress.for_worker());
                     let handler = move |request, _peer| {
                         let egress = egress.clone();
                         async move { egress.handle(request).await }
                     };
-                    server::serve(listener, None, limits, permits, handler, egress_shutdown).await;
+                    server::serve(end, None, limits, handler, egress_shutdown).await;
                 };
                 tokio::join!(serve_ingress, serve_egress);
             };
@@ -216,10 +213,9 @@ impl App {
         let admin_addr = local_addr("admin", admin_listener.local_addr())?;
         let admin = Arc::new(Admin::new(store.clone(), metrics));
         servers.spawn(server::serve(
-            admin_listener,
+            Connections::Listener(admin_listener, Arc::new(Semaphore::new(64))),
             None,
             limits,
-            Arc::new(Semaphore::new(64)),
             move |request, peer| std::future::ready(admin.handle(&request, peer)),
             shutdown.subscribe(),
         ));
@@ -252,22 +248,6 @@ impl App {
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
-}
-
-fn bind_shared(
-    listener: &'static str,
-    addr: SocketAddr,
-    workers: usize,
-) -> Result<Vec<std::net::TcpListener>, StartError> {
-    server::bind_shared(addr, workers).map_err(|source| StartError::Bind { listener, addr, source })
-}
-
-/// Registers a worker's socket with the worker's runtime; a socket that cannot be registered
-/// is closed, and the kernel sends its share of connections to the other workers.
-fn adopt(listener: &'static str, socket: std::net::TcpListener) -> Option<TcpListener> {
-    TcpListener::from_std(socket)
-        .inspect_err(|err| tracing::error!(listener, error = %err, "worker cannot listen"))
-        .ok()
 }
 
 fn local_addr(

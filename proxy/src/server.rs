@@ -1,6 +1,6 @@
-//! The accept loop every listener shares: connection cap, optional TLS, HTTP/1.1 and h2 (h2c
-//! on plain TCP), header read timeout, and a bounded graceful drain; and the workers that run
-//! it, one thread per core.
+//! The serving loop every listener shares: connection cap, optional TLS, HTTP/1.1 and h2 (h2c
+//! on plain TCP), header read timeout, and a bounded graceful drain; and the worker threads
+//! that run it for ingress and egress, fed by one acceptor.
 //!
 //! It never inspects requests; the handler does.
 
@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::json;
@@ -38,24 +39,155 @@ pub struct ConnLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Binds `count` listening sockets to one address with `SO_REUSEPORT`, one per worker: the
-/// kernel spreads new connections over them, and each worker accepts only its own. With port 0
-/// the first socket picks the port and the others join it.
-///
-/// Call from within a Tokio runtime; a worker takes its socket with [`TcpListener::from_std`].
-pub fn bind_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let mut addr = addr;
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(1024)?;
-        addr = listener.local_addr()?;
-        listeners.push(listener.into_std()?);
+/// Where a serving loop gets its connections: its own listener, or the hand-offs of an
+/// [`Acceptor`] when it runs on a worker thread.
+#[derive(Debug)]
+pub enum Connections {
+    /// Accept here, at most `permits` open at once.
+    Listener(TcpListener, Arc<Semaphore>),
+    /// Connections accepted elsewhere, each with its admission.
+    Handoff(mpsc::UnboundedReceiver<Handoff>),
+}
+
+/// One accepted connection on its way to a worker.
+#[derive(Debug)]
+pub struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+}
+
+/// What an open connection holds until it closes: a slot under the connection cap, and one
+/// unit of its worker's load.
+#[derive(Debug)]
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    load: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(load) = &self.load {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
     }
-    Ok(listeners)
+}
+
+/// Accepts on one listening socket and hands each connection to the worker with the fewest
+/// open ones.
+///
+/// One socket and one acceptor rather than a socket per worker with `SO_REUSEPORT`: the
+/// containers of a pod share its network namespace and may share a uid, and any process of
+/// that uid could join a reuse-port group and take a share of the clients (and their keys).
+/// Accepting is rare next to requests on kept-alive connections, and a new connection goes to
+/// the least busy worker instead of wherever a hash puts it.
+#[derive(Debug)]
+pub struct Acceptor {
+    workers: Vec<(mpsc::UnboundedSender<Handoff>, Arc<AtomicUsize>)>,
+}
+
+impl Acceptor {
+    /// An acceptor for `count` workers and each worker's end of it.
+    pub fn new(count: usize) -> (Self, Vec<Connections>) {
+        let (workers, ends) = (0..count.max(1))
+            .map(|_| {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                ((sender, Arc::default()), Connections::Handoff(receiver))
+            })
+            .unzip();
+        (Self { workers }, ends)
+    }
+
+    /// Accepts until `shutdown` flips to true (or its sender is dropped) or every worker is
+    /// gone; the workers then see their hand-offs end and drain.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        permits: Arc<Semaphore>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let Some((stream, peer, permit)) = accept(&listener, &permits, &mut shutdown).await
+            else {
+                return;
+            };
+            // Registered again by the worker's own runtime.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot hand a connection over");
+                    continue;
+                }
+            };
+            let Some((queue, load)) =
+                self.workers.iter().min_by_key(|(_, load)| load.load(Ordering::Relaxed))
+            else {
+                return;
+            };
+            load.fetch_add(1, Ordering::Relaxed);
+            let admission = Admission { _permit: permit, load: Some(load.clone()) };
+            if queue.send(Handoff { stream, peer, admission }).is_err() {
+                tracing::error!("a worker is gone; its share of connections is refused");
+            }
+        }
+    }
+}
+
+/// Waits for a slot under the cap, then for a connection; `None` once shutdown begins.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+            _ = shutdown.changed() => return None,
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((stream, peer, permit)),
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
+impl Connections {
+    /// The next connection and its admission; `None` once shutdown begins or the acceptor
+    /// has stopped.
+    async fn next(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<(TcpStream, SocketAddr, Admission)> {
+        loop {
+            let (stream, peer, admission) = match self {
+                Connections::Listener(listener, permits) => {
+                    let (stream, peer, permit) = accept(listener, permits, shutdown).await?;
+                    (stream, peer, Admission { _permit: permit, load: None })
+                }
+                Connections::Handoff(receiver) => {
+                    let handoff = tokio::select! {
+                        handoff = receiver.recv() => handoff?,
+                        _ = shutdown.changed() => return None,
+                    };
+                    match TcpStream::from_std(handoff.stream) {
+                        Ok(stream) => (stream, handoff.peer, handoff.admission),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot take a connection over");
+                            continue;
+                        }
+                    }
+                }
+            };
+            return Some((stream, peer, admission));
+        }
+    }
 }
 
 /// Runs `task` on a thread of its own under a single-threaded runtime. A connection, the tasks
@@ -81,14 +213,12 @@ where
     })
 }
 
-/// Serves `listener` until `shutdown` flips to true (or its sender is dropped), then drains for
-/// up to the grace period. `permits` caps open connections, and may be shared by the workers of
-/// one listener.
+/// Serves `connections` until `shutdown` flips to true (or its sender is dropped) or they
+/// end, then drains for up to the grace period.
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    mut connections: Connections,
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
-    permits: Arc<Semaphore>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -111,24 +241,8 @@ pub async fn serve<H, F>(
     let graceful = GracefulShutdown::new();
 
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        // At the cap, the accepted connection waits here unserved (and this worker accepts no
-        // other) until one closes. Taking the permit before accepting would let a worker hold
-        // the freed slot while the waiting connection sits in another worker's queue.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
-            _ = shutdown.changed() => break,
+        let Some((stream, peer, permit)) = connections.next(&mut shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
@@ -179,7 +293,7 @@ pub async fn serve<H, F>(
         }
     }
 
-    drop(listener);
+    drop(connections);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }

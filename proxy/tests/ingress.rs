@@ -478,3 +478,20 @@ async fn a_backend_that_closes_every_connection_costs_no_request() {
     // new connection, since the one before was closed.
     assert!(pod.backend.connections() - opened >= 9, "a closed connection was reused");
 }
+
+#[tokio::test]
+async fn no_other_socket_can_join_the_ingress_port() {
+    // Containers of a pod share its network namespace (and may share a uid): a socket that
+    // could join keyward's port with SO_REUSEPORT would receive a share of the clients.
+    let pod = pod_with("workers = 2").await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.set_reuseport(true).unwrap();
+    let err = socket.bind(pod.app.ingress_addr).expect_err("joined keyward's listening port");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    // Both workers serve: more connections than workers, each answered.
+    let replies =
+        futures::future::join_all((0..8).map(|_| get_with_key(pod.app.ingress_addr, "/", ALPHA)))
+            .await;
+    assert!(replies.iter().all(|reply| reply.status == 200));
+}
