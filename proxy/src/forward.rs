@@ -238,7 +238,10 @@ impl Backend {
         }
         // The first connection back starts the sweep, on the runtime that uses this pool.
         if !self.sweeping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(sweep(Arc::downgrade(self)));
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(sweep(Arc::downgrade(self)))),
+                Err(_) => self.sweeping.store(false, Ordering::Relaxed),
+            }
         }
     }
 
