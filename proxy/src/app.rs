@@ -187,19 +187,13 @@ impl App {
             let (ingress_shutdown, egress_shutdown) = (shutdown.subscribe(), shutdown.subscribe());
             let worker = move || async move {
                 let ingress = Arc::new(ingress.for_worker());
-                let handler = move |request, peer| {
-                    let ingress = ingress.clone();
-                    async move { ingress.handle(request, peer).await }
-                };
+                let handler = move |request, peer| ingress.clone().handle(request, peer);
                 let serve_ingress =
                     server::serve(ingress_end, tls, limits, handler, ingress_shutdown);
                 let serve_egress = async {
                     let Some((end, egress)) = egress_end else { return };
                     let egress = Arc::new(egress.for_worker());
-                    let handler = move |request, _peer| {
-                        let egress = egress.clone();
-                        async move { egress.handle(request).await }
-                    };
+                    let handler = move |request, _peer| egress.clone().handle(request);
                     server::serve(end, None, limits, handler, egress_shutdown).await;
                 };
                 tokio::join!(serve_ingress, serve_egress);

@@ -132,8 +132,9 @@ impl Egress {
         self.credentials.store(Arc::new(credentials));
     }
 
-    /// Answers one backend request: the upstream's response, or keyward's own refusal.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one backend request: the upstream's response, or keyward's own refusal. Takes
+    /// the `Arc` so that the future owns it and needs no wrapper.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();

@@ -77,8 +77,13 @@ impl Ingress {
         Self { backend: Backend::new(self.backend.authority().clone()), ..self.clone() }
     }
 
-    /// Answers one request: the backend's response, or keyward's own refusal.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Answers one request: the backend's response, or keyward's own refusal. Takes the `Arc`
+    /// so that the future owns it and needs no wrapper.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         // The path only: a query string can carry a credential and is never logged. A clone of

@@ -246,17 +246,13 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service =
-            service_fn(move |request| {
-                // A panic in one request answers 500 and leaves the connection's other requests
-                // and every other connection alone; its message was logged, redacted, by the hook.
-                let response = AssertUnwindSafe(handler(request, peer)).catch_unwind();
-                async move {
-                    Ok::<_, Infallible>(response.await.unwrap_or_else(|_| {
-                        json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
-                    }))
-                }
-            });
+        let service = service_fn(move |request| {
+            // A panic in one request answers 500 and leaves the connection's other requests
+            // and every other connection alone; its message was logged, redacted, by the hook.
+            // Combinators, not an async block: a block would store the handler's future
+            // twice, and hyper keeps a slot of that size for every connection.
+            AssertUnwindSafe(handler(request, peer)).catch_unwind().map(answer_panics)
+        });
         let builder = builder.clone();
         match &tls {
             None => {
@@ -297,4 +293,11 @@ pub async fn serve<H, F>(
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+}
+
+/// The handler's response, or 500 when it panicked.
+fn answer_panics(
+    response: std::thread::Result<Response<Body>>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(response.unwrap_or_else(|_| json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")))
 }
