@@ -83,7 +83,7 @@ where
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response.map(UpstreamBody::unpooled)),
-            Ok(Err(err)) => Err(classify(&err)),
+            Ok(Err(err)) => Err(classify(&err, err.is_connect())),
             Err(_) => {
                 tracing::warn!(timeout_ms = timeout.as_millis() as u64, "upstream timed out");
                 Err(ProxyError::UpstreamTimeout)
@@ -92,28 +92,22 @@ where
     }
 }
 
-fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    if too_large(err) {
-        return ProxyError::BodyTooLarge;
+/// 413 when the request body went over its cap, else 502; logged by kind. `connect` tells a
+/// failed connection from a failed exchange.
+fn classify(err: &(dyn std::error::Error + 'static), connect: bool) -> ProxyError {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return ProxyError::BodyTooLarge;
+        }
+        source = cause.source();
     }
-    if err.is_connect() {
+    if connect {
         tracing::warn!(error = %ErrorChain(err), "upstream connection failed");
     } else {
         tracing::warn!(error = %ErrorChain(err), "upstream exchange failed");
     }
     ProxyError::UpstreamUnavailable
-}
-
-/// True when the request body went over its cap somewhere in `err`'s causes.
-fn too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(cause) = source {
-        if cause.is::<LengthLimitError>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 /// Displays an error with its causes (`a: b: c`). hyper's errors name kinds, not URLs.
@@ -201,14 +195,7 @@ impl Backend {
                 Err(mut err) => match err.take_message() {
                     // Not written: a reused connection closed under us. Try another.
                     Some(unsent) if reused => request = unsent,
-                    _ => {
-                        let err = err.into_error();
-                        if too_large(&err) {
-                            return Err(ProxyError::BodyTooLarge);
-                        }
-                        tracing::warn!(error = %ErrorChain(&err), "upstream exchange failed");
-                        return Err(ProxyError::UpstreamUnavailable);
-                    }
+                    _ => return Err(classify(&err.into_error(), false)),
                 },
             }
         }

@@ -73,6 +73,23 @@ async fn pod() -> Pod {
     pod_with("").await
 }
 
+/// Opens `/sse` through keyward, has the backend send `first`, and returns the response (its
+/// headers in, its body streaming) and the backend's sender for more events.
+async fn open_stream(
+    pod: &Pod,
+    first: &'static str,
+) -> (http::Response<hyper::body::Incoming>, tokio::sync::mpsc::Sender<Bytes>) {
+    let request = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
+        .header("x-api-key", ALPHA)
+        .header("accept", "text/event-stream")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(async move { client::streaming().request(request).await });
+    let events = pod.backend.next_stream().await;
+    events.send(Bytes::from_static(first.as_bytes())).await.unwrap();
+    (response.await.unwrap().expect("response headers"), events)
+}
+
 fn unauthorized(reply: &client::Reply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.headers["www-authenticate"], "ApiKey header=\"X-Api-Key\"");
@@ -190,15 +207,7 @@ async fn origins_outside_the_list_are_forbidden() {
 #[tokio::test]
 async fn sse_events_arrive_one_by_one_while_the_backend_writes() {
     let pod = pod().await;
-    let request = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
-        .header("x-api-key", ALPHA)
-        .header("accept", "text/event-stream")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = tokio::spawn(async move { client::streaming().request(request).await });
-    let events = pod.backend.next_stream().await;
-    events.send(Bytes::from_static(b"data: one\n\n")).await.unwrap();
-    let response = response.await.unwrap().expect("response headers");
+    let (response, events) = open_stream(&pod, "data: one\n\n").await;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
     for event in ["one", "two", "three"] {
@@ -218,15 +227,8 @@ async fn sse_events_arrive_one_by_one_while_the_backend_writes() {
 #[tokio::test]
 async fn a_client_disconnect_reaches_the_backend() {
     let pod = pod().await;
-    let request = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
-        .header("x-api-key", ALPHA)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let client = client::streaming();
-    let response = tokio::spawn(async move { client.request(request).await });
-    let events = pod.backend.next_stream().await;
-    events.send(Bytes::from_static(b"data: first\n\n")).await.unwrap();
-    let mut body = response.await.unwrap().unwrap().into_body();
+    let (response, events) = open_stream(&pod, "data: first\n\n").await;
+    let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
     drop(body);
     tokio::time::timeout(Duration::from_secs(5), events.closed())
@@ -420,15 +422,9 @@ async fn backend_connections_are_kept_alive_and_reused() {
         assert_eq!(reply.status, 200);
     }
     // Sized and chunked (streamed) responses both hand their connection back when read through.
-    let stream = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
-        .header("x-api-key", ALPHA)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = tokio::spawn(async move { client::streaming().request(stream).await });
-    let events = pod.backend.next_stream().await;
-    events.send(Bytes::from_static(b"data: last\n\n")).await.unwrap();
+    let (response, events) = open_stream(&pod, "data: last\n\n").await;
     drop(events);
-    let reply = client::collect(response.await.unwrap().expect("response")).await;
+    let reply = client::collect(response).await;
     assert_eq!(reply.body, "data: last\n\n");
     let reply = get_with_key(pod.app.ingress_addr, "/", ALPHA).await;
     assert_eq!(reply.status, 200);
@@ -438,14 +434,8 @@ async fn backend_connections_are_kept_alive_and_reused() {
 #[tokio::test]
 async fn a_busy_stream_keeps_its_backend_connection_to_itself() {
     let pod = pod_with("workers = 1").await;
-    let stream = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
-        .header("x-api-key", ALPHA)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = tokio::spawn(async move { client::streaming().request(stream).await });
-    let events = pod.backend.next_stream().await;
-    events.send(Bytes::from_static(b"data: open\n\n")).await.unwrap();
-    let mut body = response.await.unwrap().expect("response").into_body();
+    let (response, events) = open_stream(&pod, "data: open\n\n").await;
+    let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
     // While the stream is open, other requests are answered on other connections.
     for _ in 0..5 {
