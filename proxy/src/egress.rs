@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::config::{upstream_uri, EgressConfig};
 use crate::error::ProxyError;
-use crate::forward::Upstream;
+use crate::forward::{self, Upstream};
 use crate::headers::{self, OCP_APIM_SUBSCRIPTION_KEY, X_API_KEY, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
 use crate::secrets::Snapshot;
@@ -209,8 +209,9 @@ impl Egress {
             ProxyError::NotReady
         })?;
 
-        // 3. Hop-by-hop first, then every credential the backend set, then ours.
+        // 3. Hop-by-hop and framing first, then every credential the backend set, then ours.
         headers::remove_hop_by_hop(&mut parts.headers);
+        headers::take_framing(&mut parts.headers, false)?;
         for name in [
             &X_API_KEY,
             &header::AUTHORIZATION,
@@ -244,9 +245,12 @@ impl Egress {
         // The connector negotiates h2 or HTTP/1.1 by ALPN; it needs a neutral version.
         parts.version = Version::HTTP_11;
 
-        let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
+        let head = parts.method == Method::HEAD;
+        let body = Limited::new(body, self.max_body_bytes as usize);
+        headers::frame_for(&mut parts.headers, &body);
+        let request = Request::from_parts(parts, body);
         let mut response = self.client.send(request, route.timeout).await?;
-        headers::remove_hop_by_hop(response.headers_mut());
+        forward::response_hygiene(&mut response, head)?;
         Ok((response.map(Either::Left), index))
     }
 }

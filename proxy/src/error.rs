@@ -49,6 +49,9 @@ pub enum ProxyError {
     /// The client's request could not be forwarded as sent.
     #[error("bad request")]
     BadRequest,
+    /// A transfer coding keyward does not decode (only `chunked` is).
+    #[error("transfer coding not implemented")]
+    UnsupportedCoding,
     /// No usable credential is loaded; keyward refuses until one is.
     #[error("no client key is loaded")]
     NotReady,
@@ -71,7 +74,8 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge
             | ProxyError::NotFound
-            | ProxyError::BadRequest => Cause::Downstream,
+            | ProxyError::BadRequest
+            | ProxyError::UnsupportedCoding => Cause::Downstream,
             ProxyError::UpstreamTimeout | ProxyError::UpstreamUnavailable => Cause::Upstream,
             ProxyError::NotReady => Cause::Internal,
         }
@@ -90,16 +94,39 @@ impl ProxyError {
             ProxyError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ProxyError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ProxyError::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::UnsupportedCoding => {
+                (StatusCode::NOT_IMPLEMENTED, "unsupported_transfer_coding")
+            }
             ProxyError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ProxyError::UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
         }
     }
 
+    /// A sentence a client can show its user: what is expected, never what was sent.
+    pub fn message(&self) -> &'static str {
+        match self {
+            ProxyError::Unauthorized => "a valid X-Api-Key header is required",
+            ProxyError::RateLimited(_) => {
+                "too many failed authentication attempts from this address; retry later"
+            }
+            ProxyError::ForbiddenOrigin => "requests from this Origin are not allowed",
+            ProxyError::MethodNotAllowed => "this method is not served",
+            ProxyError::HeadersTooLarge => "the request headers are too large",
+            ProxyError::BodyTooLarge => "the request body is too large",
+            ProxyError::NotFound => "nothing is served at this path",
+            ProxyError::BadRequest => "the request is malformed",
+            ProxyError::UnsupportedCoding => "only the chunked transfer coding is supported",
+            ProxyError::NotReady => "the server is starting or cannot load its keys; retry later",
+            ProxyError::UpstreamTimeout => "the upstream server did not answer in time",
+            ProxyError::UpstreamUnavailable => "the upstream server could not be reached",
+        }
+    }
+
     /// The response the client sees. `challenge` is the `WWW-Authenticate` value for 401s.
     pub fn into_response(self, challenge: Option<&HeaderValue>) -> Response<Body> {
         let (status, code) = self.status();
-        let mut response = json(status, code);
+        let mut response = json_message(status, code, self.message());
         let headers = response.headers_mut();
         match self {
             ProxyError::Unauthorized => {
@@ -119,9 +146,32 @@ impl ProxyError {
     }
 }
 
+impl From<crate::headers::Framing> for ProxyError {
+    /// A client's (or the backend's, on egress) refused framing.
+    fn from(framing: crate::headers::Framing) -> Self {
+        match framing {
+            crate::headers::Framing::Invalid => ProxyError::BadRequest,
+            crate::headers::Framing::UnsupportedCoding => ProxyError::UnsupportedCoding,
+        }
+    }
+}
+
 /// A response with a body `{"error":"<code>"}`.
 pub fn json(status: StatusCode, code: &'static str) -> Response<Body> {
-    let body = format!("{{\"error\":\"{code}\"}}");
+    json_body(status, format!("{{\"error\":\"{code}\"}}"))
+}
+
+/// A response with a body `{"error":"<code>","message":"<message>"}`; both are keyward's own
+/// fixed text, which needs no escaping.
+pub fn json_message(
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+) -> Response<Body> {
+    json_body(status, format!("{{\"error\":\"{code}\",\"message\":\"{message}\"}}"))
+}
+
+fn json_body(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -142,7 +192,16 @@ mod tests {
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "ApiKey");
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, "{\"error\":\"unauthorized\"}");
+        assert_eq!(
+            body,
+            "{\"error\":\"unauthorized\",\"message\":\"a valid X-Api-Key header is required\"}"
+        );
+        for err in [ProxyError::RateLimited(1), ProxyError::UnsupportedCoding, ProxyError::NotReady]
+        {
+            let body = err.into_response(None).into_body().collect().await.unwrap().to_bytes();
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(parsed["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
         let limited = ProxyError::RateLimited(7).into_response(None);
         assert_eq!(limited.status(), 429);
         assert_eq!(limited.headers()[header::RETRY_AFTER], "7");

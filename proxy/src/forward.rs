@@ -92,6 +92,20 @@ where
     }
 }
 
+/// The upstream's response as the next hop gets it: hop-by-hop headers and the upstream's
+/// framing removed (hyper frames the body again as it sends it on). A transfer coding keyward
+/// does not undo is the upstream's fault: 502. `head` says the request was a HEAD, whose
+/// `Content-Length` describes a body that is not sent (as a 304's does).
+pub fn response_hygiene<B>(response: &mut Response<B>, head: bool) -> Result<(), ProxyError> {
+    let keep_length = head || response.status() == http::StatusCode::NOT_MODIFIED;
+    let headers = response.headers_mut();
+    crate::headers::remove_hop_by_hop(headers);
+    crate::headers::take_framing(headers, keep_length).map_err(|_| {
+        tracing::warn!("upstream answered with a transfer coding keyward does not decode");
+        ProxyError::UpstreamUnavailable
+    })
+}
+
 /// 413 when the request body went over its cap, else 502; logged by kind. `connect` tells a
 /// failed connection from a failed exchange.
 fn classify(err: &(dyn std::error::Error + 'static), connect: bool) -> ProxyError {

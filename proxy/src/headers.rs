@@ -1,10 +1,11 @@
-//! Header hygiene shared by both directions: hop-by-hop removal and credential stripping.
+//! Header hygiene shared by both directions: hop-by-hop removal, message framing and credential
+//! stripping.
 //!
 //! Order matters and is the caller's to keep: hop-by-hop headers (and every header a
 //! `Connection` header names) go first, before anything reads or adds a header, so that a
 //! client can never name a header it wants dropped after keyward has set it.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The client credential header.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -26,12 +27,68 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Credentials a client may send that must never reach the backend.
-const CLIENT_CREDENTIALS: [HeaderName; 4] =
-    [X_API_KEY, header::AUTHORIZATION, OCP_APIM_SUBSCRIPTION_KEY, X_KEYWARD_CLIENT];
+/// What a client may send that must never reach the backend: credentials, and claims about who
+/// it is or where it connects from (keyward says who the client is; see `client_addr`).
+const CLIENT_CREDENTIALS: [HeaderName; 7] = [
+    X_API_KEY,
+    header::AUTHORIZATION,
+    OCP_APIM_SUBSCRIPTION_KEY,
+    X_KEYWARD_CLIENT,
+    crate::client_addr::X_FORWARDED_FOR,
+    crate::client_addr::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Why a message's framing is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A malformed `Transfer-Encoding` (400 for a request).
+    Invalid,
+    /// A transfer coding other than `chunked` (501 for a request, RFC 9112 §6.1).
+    UnsupportedCoding,
+}
+
+/// Checks a message's `Transfer-Encoding` and removes it and `Content-Length`, leaving the next
+/// hop to frame the body as keyward sends it. hyper has already framed the body by them, so
+/// a hop that reads them another way (the first of two `Transfer-Encoding` lines, say) never
+/// sees them. Only `chunked`, once, is accepted: keyward decodes no other coding and must not
+/// pass on one it did not undo. `keep_length` keeps `Content-Length` where it describes a body
+/// that is not sent (a response to HEAD, a 304).
+pub fn take_framing(headers: &mut HeaderMap, keep_length: bool) -> Result<(), Framing> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    if let Some(first) = codings.next() {
+        if !first.eq_ignore_ascii_case(b"chunked") {
+            return Err(Framing::UnsupportedCoding);
+        }
+        if codings.next().is_some() {
+            // `chunked` applied twice, or another coding after it.
+            return Err(Framing::Invalid);
+        }
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Framing::Invalid);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    if !keep_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(())
+}
+
+/// Asks hyper for chunked framing when `body`'s length is not known in advance; a known length
+/// gets its `Content-Length` from hyper. (hyper would send an unknown-length GET body as empty.)
+pub fn frame_for(headers: &mut HeaderMap, body: &impl http_body::Body) {
+    if body.size_hint().exact().is_none() {
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+}
 
 /// Removes hop-by-hop headers and every header named by a `Connection` header.
-/// `Transfer-Encoding` is left to hyper, which owns message framing on both sides.
+/// `Transfer-Encoding` and `Content-Length` are [`take_framing`]'s.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let present = present(headers, &HOP_BY_HOP);
     if present == 0 {
@@ -88,7 +145,6 @@ pub fn section_size(headers: &HeaderMap) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -151,6 +207,61 @@ mod tests {
             names,
             ["last-event-id", "mcp-method", "mcp-param-name", "mcp-protocol-version"]
         );
+    }
+
+    #[test]
+    fn only_chunked_once_is_accepted_and_framing_never_passes_on() {
+        let framing = |pairs: &[(&str, &str)]| {
+            let mut headers = map(pairs);
+            let outcome = take_framing(&mut headers, false);
+            (
+                outcome,
+                headers.contains_key("transfer-encoding") || headers.contains_key("content-length"),
+            )
+        };
+        for ok in [
+            vec![("transfer-encoding", "chunked")],
+            vec![("transfer-encoding", "CHUNKED")],
+            vec![("transfer-encoding", " chunked\t")],
+            vec![("transfer-encoding", "chunked,")],
+            vec![("content-length", "5")],
+            vec![("content-length", "05"), ("content-length", "5")],
+            vec![],
+        ] {
+            assert_eq!(framing(&ok), (Ok(()), false), "{ok:?}");
+        }
+        for (bad, why) in [
+            (
+                vec![("transfer-encoding", "identity"), ("transfer-encoding", "chunked")],
+                Framing::UnsupportedCoding,
+            ),
+            (vec![("transfer-encoding", "gzip, chunked")], Framing::UnsupportedCoding),
+            (vec![("transfer-encoding", "chun\tked")], Framing::UnsupportedCoding),
+            (vec![("transfer-encoding", "chunked, identity")], Framing::Invalid),
+            (
+                vec![("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+                Framing::Invalid,
+            ),
+            (vec![("transfer-encoding", "")], Framing::Invalid),
+        ] {
+            assert_eq!(framing(&bad).0, Err(why), "{bad:?}");
+        }
+        let mut head = map(&[("content-length", "42"), ("transfer-encoding", "chunked")]);
+        assert_eq!(take_framing(&mut head, true), Ok(()));
+        assert_eq!(head["content-length"], "42");
+        assert!(!head.contains_key("transfer-encoding"));
+    }
+
+    #[test]
+    fn forwarding_claims_are_stripped_with_the_credentials() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("accept", "*/*"),
+        ]);
+        strip_client_credentials(&mut headers);
+        assert_eq!(headers.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 
     #[test]

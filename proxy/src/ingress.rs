@@ -1,30 +1,35 @@
 //! The client-facing path: authenticate an MCP client and forward it to the backend.
 //!
 //! The steps of [`Ingress::proxy`] run in a fixed order, and the order is the security
-//! argument: limits before any work, hop-by-hop removal before anything reads or adds a header,
-//! authentication before anything is forwarded, credential stripping before the trusted
-//! identity is added. This path must never forward a client credential, never buffer a body,
-//! and never echo client input in an error.
+//! argument: limits before any work, hop-by-hop and framing removal before anything reads or
+//! adds a header, the few unauthenticated answers (CORS preflights, OAuth discovery when there
+//! is no OAuth) before the key check, authentication before anything is forwarded, credential
+//! stripping before the trusted identity is added. This path must never forward a client
+//! credential or the client's framing, never buffer a body, and never echo client input in an
+//! error.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::auth::{Authenticator, Client, Denial};
+use crate::client_addr::TrustedProxies;
 use crate::config::IngressConfig;
-use crate::error::ProxyError;
-use crate::forward::Backend;
+use crate::error::{self, ProxyError};
+use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
 use crate::telemetry;
 use crate::Body;
+
+mod cors;
 
 /// The ingress handler: one per worker, shared by the worker's connections.
 #[derive(Debug, Clone)]
@@ -35,6 +40,9 @@ pub struct Ingress {
     backend_host: HeaderValue,
     allowed_origins: Vec<HeaderValue>,
     challenge: HeaderValue,
+    /// Whether OAuth metadata exists; without it, discovery paths get 404 unauthenticated.
+    oauth: bool,
+    trusted_proxies: TrustedProxies,
     max_header_bytes: usize,
     max_body_bytes: u64,
     metrics: Arc<Metrics>,
@@ -65,6 +73,8 @@ impl Ingress {
                 .map(|o| HeaderValue::from_str(o.trim_end_matches('/')).expect("validated origin"))
                 .collect(),
             challenge,
+            oauth: config.resource_metadata.is_some(),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_header_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
             metrics,
@@ -90,24 +100,34 @@ impl Ingress {
         // the parsed URI shares its bytes: nothing is allocated unless a line is written.
         let uri = request.uri().clone();
         let path = uri.path();
+        // Who the client is: the TCP peer, or behind a trusted front proxy the address it
+        // forwarded. Read before hop-by-hop removal: only a trusted nearest hop is believed, and
+        // its `Connection` header could only have removed these headers, never added them.
+        let addr = self.trusted_proxies.client_addr(peer.ip(), request.headers());
+        // An allowed browser origin may read every answer, keyward's own refusals included.
+        let origin = request.headers().get(header::ORIGIN).filter(|o| self.allows(o)).cloned();
         let span = tracing::info_span!(
             "ingress",
             otel.kind = "server",
             http.request.method = %method,
             url.path = %path,
             network.peer.address = %peer.ip(),
+            client.address = %addr,
             keyward.client = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
         telemetry::continue_trace(&span, request.headers());
-        let outcome = self.proxy(request, peer, &span).instrument(span.clone()).await;
-        let (response, client) = match outcome {
-            Ok((response, client)) => (response, Some(client)),
+        let outcome = self.proxy(request, addr, &span).instrument(span.clone()).await;
+        let (mut response, client) = match outcome {
+            Ok((response, client)) => (response, client),
             Err(err) => {
                 self.metrics.record_upstream_error(Listener::Ingress, &err);
                 (err.into_response(Some(&self.challenge)), None)
             }
         };
+        if let Some(origin) = origin {
+            cors::allow(response.headers_mut(), origin);
+        }
         let status = response.status();
         let elapsed = started.elapsed();
         span.record("http.response.status_code", status.as_u16());
@@ -119,18 +139,24 @@ impl Ingress {
             path,
             status = status.as_u16(),
             client = client.as_ref().map_or("unknown", |c| &*c.id),
-            peer = %peer.ip(),
+            peer = %addr,
             latency_us = elapsed.as_micros() as u64,
         );
         response
     }
 
+    fn allows(&self, origin: &HeaderValue) -> bool {
+        self.allowed_origins.iter().any(|allowed| allowed == origin)
+    }
+
+    /// The client's request, forwarded; or keyward's own answer, with the client when the
+    /// request was authenticated.
     async fn proxy(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        addr: IpAddr,
         span: &tracing::Span,
-    ) -> Result<(Response<Body>, Client), ProxyError> {
+    ) -> Result<(Response<Body>, Option<Client>), ProxyError> {
         let (mut parts, body) = request.into_parts();
 
         // 1. Limits, before any other work. CONNECT never reaches the backend.
@@ -148,11 +174,28 @@ impl Ingress {
             return Err(ProxyError::BodyTooLarge);
         }
 
-        // 2. Hop-by-hop and Connection-named headers go before anything reads headers.
+        // 2. Hop-by-hop and Connection-named headers go before anything reads headers, and the
+        //    client's framing with them: the backend gets keyward's framing of the body.
         headers::remove_hop_by_hop(&mut parts.headers);
+        headers::take_framing(&mut parts.headers, false)?;
 
-        // 3. Authenticate.
-        let client = self.auth.check(&parts.headers, &parts.uri, peer.ip()).map_err(|denial| {
+        // 3. What keyward answers without a key: CORS preflights (a browser sends no
+        //    credential on them), and OAuth discovery when there is no OAuth to discover, so
+        //    that a client stops there instead of registering with a server that has none.
+        if cors::is_preflight(&parts) {
+            let origin = parts.headers.get(header::ORIGIN).filter(|o| self.allows(o));
+            return match origin {
+                Some(origin) => Ok((cors::preflight(origin.clone()), None)),
+                None => Err(ProxyError::ForbiddenOrigin),
+            };
+        }
+        if !self.oauth && is_oauth_discovery(parts.uri.path()) {
+            let message = "this server has no OAuth metadata; send an X-Api-Key header";
+            return Ok((error::json_message(StatusCode::NOT_FOUND, "not_found", message), None));
+        }
+
+        // 4. Authenticate.
+        let client = self.auth.check(&parts.headers, &parts.uri, addr).map_err(|denial| {
             self.metrics.record_auth_failure(denial);
             tracing::info!(
                 target: "keyward::audit",
@@ -160,7 +203,7 @@ impl Ingress {
                 client = "unknown",
                 reason = denial.reason(),
                 path = parts.uri.path(),
-                peer = %peer.ip(),
+                peer = %addr,
             );
             match denial {
                 Denial::RateLimited(seconds) => ProxyError::RateLimited(seconds),
@@ -175,30 +218,43 @@ impl Ingress {
             client = %client.id,
             reason = "valid_key",
             path = parts.uri.path(),
-            peer = %peer.ip(),
+            peer = %addr,
         );
 
-        // 4. No client credential leaves; the only identity the backend sees is ours.
+        // 5. No client credential or address claim leaves; the only identity the backend sees
+        //    is ours.
         headers::strip_client_credentials(&mut parts.headers);
         parts.headers.insert(X_KEYWARD_CLIENT, client.header.clone());
 
-        // 5. Browsers may only call from an allowed origin.
+        // 6. Browsers may only call from an allowed origin.
         if let Some(origin) = parts.headers.get(header::ORIGIN) {
-            if !self.allowed_origins.iter().any(|allowed| allowed == origin) {
+            if !self.allows(origin) {
                 return Err(ProxyError::ForbiddenOrigin);
             }
         }
 
-        // 6. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
+        // 7. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
         parts.uri = origin_form(&parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, self.backend_host.clone());
         telemetry::propagate(span, &mut parts.headers);
-        let request = Request::from_parts(parts, Limited::new(body, self.max_body_bytes as usize));
+        let head = parts.method == Method::HEAD;
+        let body = Limited::new(body, self.max_body_bytes as usize);
+        headers::frame_for(&mut parts.headers, &body);
+        let request = Request::from_parts(parts, body);
         let mut response = self.backend.send(request, self.backend_timeout).await?;
-        headers::remove_hop_by_hop(response.headers_mut());
-        Ok((response.map(Either::Left), client))
+        forward::response_hygiene(&mut response, head)?;
+        Ok((response.map(Either::Left), Some(client)))
     }
+}
+
+/// The paths OAuth clients probe for metadata (RFC 8414, RFC 9728, OpenID discovery), with or
+/// without a path suffix naming the resource.
+fn is_oauth_discovery(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/.well-known/") else { return false };
+    ["oauth-protected-resource", "oauth-authorization-server", "openid-configuration"].iter().any(
+        |name| rest.strip_prefix(name).is_some_and(|tail| tail.is_empty() || tail.starts_with('/')),
+    )
 }
 
 /// The request target as the backend gets it: path and query only (the backend's address is

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod egress;
 pub mod error;

@@ -7,71 +7,13 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use keyward::app::App;
-use keyward::config::Config;
 use keyward_tests::backend::TestBackend;
 use keyward_tests::client::{self, get_with_key, request, send};
 use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 
-const ALPHA: &str = "alpha-key-0123456789abcdef";
-const BETA: &str = "beta-key-0123456789abcdef0";
-
-struct Pod {
-    app: App,
-    backend: TestBackend,
-    secrets: TempDir,
-}
-
-fn config(backend: &TestBackend, secrets: &TempDir, extra: &str) -> Config {
-    let text = format!(
-        r#"
-        [ingress]
-        listen = "127.0.0.1:0"
-        backend = "http://{backend}"
-        allowed_origins = ["https://app.example"]
-        backend_timeout = "500ms"
-        {extra}
-        [[ingress.clients]]
-        id = "alpha"
-        secret = "alpha-key"
-        [[ingress.clients]]
-        id = "beta"
-        secret = "beta-key"
-        [admin]
-        listen = "127.0.0.1:0"
-        [secrets]
-        source = "file"
-        dir = "{dir}"
-        watch_interval = "50ms"
-        rotation_overlap = "1h"
-        "#,
-        backend = backend.addr,
-        dir = secrets.path().display(),
-    );
-    Config::parse(&text).expect("test config")
-}
-
-async fn pod_with(extra: &str) -> Pod {
-    let backend = TestBackend::start().await;
-    let secrets = TempDir::new("ingress");
-    secrets.write_secret("alpha-key", &format!("{ALPHA}\n"));
-    secrets.write_secret("beta-key", BETA);
-    let app =
-        App::start(config(&backend, &secrets, extra), Default::default()).await.expect("start");
-    let pod = Pod { app, backend, secrets };
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            get_with_key(pod.app.ingress_addr, "/", ALPHA).await.status == 200
-        })
-        .await,
-        "keys never loaded"
-    );
-    pod
-}
-
-async fn pod() -> Pod {
-    pod_with("").await
-}
+mod common;
+use common::{config, pod, pod_with, Pod, ALPHA, BETA};
 
 /// Opens `/sse` through keyward, has the backend send `first`, and returns the response (its
 /// headers in, its body streaming) and the backend's sender for more events.
@@ -93,7 +35,8 @@ async fn open_stream(
 fn unauthorized(reply: &client::Reply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.headers["www-authenticate"], "ApiKey header=\"X-Api-Key\"");
-    assert_eq!(reply.text(), "{\"error\":\"unauthorized\"}");
+    assert_eq!(reply.error(), "unauthorized");
+    assert!(reply.text().contains("\"message\":\"a valid X-Api-Key header is required\""));
 }
 
 #[tokio::test]
@@ -201,7 +144,7 @@ async fn origins_outside_the_list_are_forbidden() {
     let bad = [("x-api-key", ALPHA), ("origin", "https://evil.example")];
     let reply = send(&http, request(addr, "GET", "/", &bad, "")).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(reply.text(), "{\"error\":\"forbidden_origin\"}");
+    assert_eq!(reply.error(), "forbidden_origin");
 }
 
 #[tokio::test]
@@ -244,7 +187,7 @@ async fn oversize_bodies_and_headers_are_refused() {
     let big = "x".repeat(2000);
     let reply = send(&http, request(addr, "POST", "/", &[("x-api-key", ALPHA)], &big)).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(reply.text(), "{\"error\":\"body_too_large\"}");
+    assert_eq!(reply.error(), "body_too_large");
     let long = "v".repeat(3000);
     let reply =
         send(&http, request(addr, "GET", "/", &[("x-api-key", ALPHA), ("x-long", &long)], ""))
@@ -280,7 +223,7 @@ async fn backend_faults_give_502_and_504() {
     let pod = pod().await;
     let slow = get_with_key(pod.app.ingress_addr, "/slow", ALPHA).await;
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(slow.text(), "{\"error\":\"upstream_timeout\"}");
+    assert_eq!(slow.error(), "upstream_timeout");
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = closed.local_addr().unwrap();
@@ -300,7 +243,7 @@ async fn backend_faults_give_502_and_504() {
         reply = get_with_key(app.ingress_addr, "/", ALPHA).await;
     }
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(reply.text(), "{\"error\":\"upstream_unavailable\"}");
+    assert_eq!(reply.error(), "upstream_unavailable");
 }
 
 #[tokio::test]

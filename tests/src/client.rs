@@ -25,6 +25,20 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The `error` code of keyward's own JSON answer (`{"error":"...","message":"..."}`),
+    /// checking that it has exactly those two fields and a message.
+    ///
+    /// # Panics
+    /// If the body is not such an answer.
+    pub fn error(&self) -> String {
+        let value: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", self.text()));
+        let object = value.as_object().unwrap_or_else(|| panic!("not an object: {value}"));
+        let message = object.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+        assert!(object.len() == 2 && !message.is_empty(), "not keyward's answer: {value}");
+        object["error"].as_str().unwrap_or_else(|| panic!("no error code: {value}")).to_owned()
+    }
 }
 
 /// An HTTP/1.1 client.

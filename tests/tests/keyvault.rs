@@ -194,6 +194,53 @@ async fn the_old_key_is_refused_after_the_overlap_also_after_a_restart() {
     assert_eq!(status(&keyward, NEW).await, 200);
 }
 
+/// Two versions written within one second, `NEW` the vault's latest; the id order is made the
+/// one in which a listing shows `OLD` first, which is the order a tie would fall back to.
+async fn two_versions_in_one_second(azure: &FakeAzure) {
+    loop {
+        // Start just after a second turns, so both land in it.
+        let fraction = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_millis();
+        tokio::time::sleep(Duration::from_millis(u64::from(1010 - fraction))).await;
+        let second = now();
+        let old = azure.set_secret("mcp-client-agent", OLD);
+        let new = azure.set_secret("mcp-client-agent", NEW);
+        if old < new && now() == second {
+            return;
+        }
+        azure.delete_secret("mcp-client-agent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_version_never_comes_back_when_a_newer_one_expired_on_arrival() {
+    let setup = Setup::new().await;
+    let azure = FakeAzure::start().await;
+    azure.set_secret("apim-subscription-key", APIM);
+    two_versions_in_one_second(&azure).await;
+    let keyward = setup.start(&azure, "2s");
+    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    assert_eq!(status(&keyward, NEW).await, 200, "the vault's latest is current");
+
+    // A third version whose `exp` is already past becomes the vault's latest.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = Attributes { expires: Some(now() - 10), ..Attributes::default() };
+    azure.set_secret_with("mcp-client-agent", "kv-client-key-expired-0f1e2d3c4b5a", expired);
+    // Past the overlap, the replaced key is refused and the current one still accepted.
+    let refused =
+        eventually(Duration::from_secs(10), || async { status(&keyward, OLD).await == 401 }).await;
+    assert!(refused, "the superseded key is accepted again");
+    for _ in 0..5 {
+        assert_eq!(status(&keyward, NEW).await, 200, "the current key was refused");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A restart settles the tie the same way.
+    drop(keyward);
+    let keyward = setup.start(&azure, "2s");
+    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    assert_eq!(status(&keyward, NEW).await, 200);
+    assert_no_secret_in(&keyward.output());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_and_expired_versions_are_never_accepted() {
     let setup = Setup::new().await;

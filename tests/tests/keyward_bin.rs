@@ -138,7 +138,8 @@ async fn curl_through_the_real_binary_over_http1_and_h2c() {
     let text = String::from_utf8_lossy(&wrong.stdout);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     assert!(text.to_ascii_lowercase().contains("www-authenticate: apikey"), "{text}");
-    assert!(text.ends_with("{\"error\":\"unauthorized\"}"), "{text}");
+    let body = "{\"error\":\"unauthorized\",\"message\":\"a valid X-Api-Key header is required\"}";
+    assert!(text.ends_with(body), "{text}");
 
     for seen in backend.seen() {
         assert!(seen.headers.get("x-api-key").is_none());

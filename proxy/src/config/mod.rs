@@ -114,6 +114,9 @@ pub struct IngressConfig {
     /// Threads serving ingress and egress, each with its own listening socket and backend
     /// pools; one per CPU when absent.
     pub workers: Option<usize>,
+    /// Front proxies (CIDRs or addresses) whose `X-Forwarded-For` / `Forwarded` is believed.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl IngressConfig {
@@ -384,6 +387,24 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses, which count as /32 or /128.
+fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(
+                        "expected CIDRs such as \"10.0.0.0/8\" or addresses such as \"10.0.0.1\"",
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Durations written as `250ms`, `30s`, `5m`, `24h` or `7d`.
 pub mod duration {
     use std::time::Duration;
@@ -541,6 +562,27 @@ mod tests {
             let err = error_of(&MINIMAL.replace(from, to));
             assert!(err.starts_with(key), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_addresses() {
+        let text = MINIMAL.replace(
+            "[ingress]",
+            "[ingress]\ntrusted_proxies = [\"10.1.2.3/8\", \"fd00::/8\", \"100.64.0.1\"]",
+        );
+        let nets: Vec<String> = Config::parse(&text)
+            .unwrap()
+            .ingress
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "fd00::/8", "100.64.0.1/32"]);
+        let err = error_of(
+            &MINIMAL.replace("[ingress]", "[ingress]\ntrusted_proxies = [\"sk-live-1/8\"]"),
+        );
+        assert!(err.starts_with("ingress.trusted_proxies:"), "{err}");
+        assert!(!err.contains("sk-live-1"), "{err}");
     }
 
     #[test]

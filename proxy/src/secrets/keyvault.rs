@@ -1,10 +1,11 @@
 //! The Key Vault source: secrets read with a managed identity (Container Apps / App Service
 //! identity endpoint or IMDS) or AKS workload identity, through keyward's own HTTP stack.
 //!
-//! Which versions are accepted is decided here from the versions' attributes, so it survives a
-//! restart: the newest enabled version valid now (`nbf` <= now < `exp`) is current, and each
-//! older valid version stays accepted until `rotation_overlap` after the version that replaced
-//! it was created. Key Vault does not enforce `enabled`, `nbf` or `exp` on reads; keyward does.
+//! Which versions are accepted is decided from the versions' attributes (see [`super::versions`]),
+//! so it survives a restart: the newest enabled version valid now (`nbf` <= now < `exp`) is
+//! current, and each older valid version stays accepted until `rotation_overlap` after the
+//! version that replaced it was created. Key Vault does not enforce `enabled`, `nbf` or `exp`
+//! on reads; keyward does.
 //! Values move from the SDK's `String` into a zeroizing [`Secret`] at once and are cached by
 //! version (a version's value never changes). Errors are logged by status and code, never by
 //! their text, which may quote a response.
@@ -22,6 +23,7 @@ use futures::StreamExt;
 
 use super::credential;
 use super::transport::AzureTransport;
+use super::versions::{accepted, History, VersionInfo};
 use super::{Loaded, Versions};
 use crate::config::SecretsConfig;
 use crate::secret::Secret;
@@ -54,53 +56,14 @@ pub enum KeyVaultError {
     },
 }
 
-/// One version as listed, without its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct VersionInfo {
-    pub(crate) version: String,
-    pub(crate) enabled: bool,
-    pub(crate) created: i64,
-    pub(crate) not_before: Option<i64>,
-    pub(crate) expires: Option<i64>,
-}
-
-/// The versions to accept at `now` (epoch seconds), current first, each with the time it stops
-/// being accepted. `created` has one-second resolution; among versions created in the same
-/// second, the vault's latest version (`latest`) counts as the newest.
-pub(crate) fn accepted(
-    versions: &[VersionInfo],
-    latest: Option<&str>,
-    now: i64,
-    overlap: i64,
-) -> Vec<(String, Option<i64>)> {
-    let mut valid: Vec<&VersionInfo> = versions
-        .iter()
-        .filter(|v| v.enabled && v.not_before.is_none_or(|nbf| nbf <= now))
-        .filter(|v| v.expires.is_none_or(|exp| now < exp))
-        .collect();
-    let key = |v: &VersionInfo| (v.created, Some(v.version.as_str()) == latest);
-    valid.sort_by_key(|v| std::cmp::Reverse(key(v)));
-    let mut out = Vec::new();
-    for (i, version) in valid.iter().enumerate() {
-        let replaced_at = if i == 0 { None } else { Some(valid[i - 1].created) };
-        let until = match (replaced_at.map(|t| t.saturating_add(overlap)), version.expires) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if i > 0 && until.is_none_or(|until| until <= now) {
-            break;
-        }
-        out.push((version.version.clone(), until));
-    }
-    out
-}
-
 /// Reads secrets from one vault.
 pub struct KeyVaultSource {
     client: SecretClient,
     overlap: Duration,
     /// Values by `name/version`.
     cache: Mutex<HashMap<String, Secret>>,
+    /// How each secret's versions were ranked when first seen.
+    history: Mutex<HashMap<String, History>>,
 }
 
 impl std::fmt::Debug for KeyVaultSource {
@@ -134,7 +97,12 @@ impl KeyVaultSource {
         };
         let client = SecretClient::new(vault_url, credential, Some(options))
             .map_err(|e| setup("the Key Vault client", &e))?;
-        Ok(Self { client, overlap: config.rotation_overlap, cache: Mutex::default() })
+        Ok(Self {
+            client,
+            overlap: config.rotation_overlap,
+            cache: Mutex::default(),
+            history: Mutex::default(),
+        })
     }
 
     /// Loads the accepted versions of `name`.
@@ -151,9 +119,18 @@ impl KeyVaultSource {
             Err(err) => return failed(name, "get latest", &err),
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-        let chosen = accepted(&versions, latest.as_deref(), now, self.overlap.as_secs() as i64);
+        let chosen = {
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let history = history.entry(name.to_owned()).or_default();
+            accepted(history, &versions, latest.as_deref(), now, self.overlap.as_secs() as i64)
+        };
         if chosen.is_empty() {
-            tracing::warn!(secret = name, "no enabled, unexpired version of the secret");
+            tracing::warn!(
+                secret = name,
+                "no version of the secret may be current: none is enabled and unexpired, or \
+                 the valid ones were superseded by a newer version (write a new version to \
+                 restore one)"
+            );
             return Loaded::Missing;
         }
         let mut values = Vec::with_capacity(chosen.len());
@@ -181,6 +158,7 @@ impl KeyVaultSource {
                 version,
                 enabled: attributes.enabled.unwrap_or(false),
                 created: attributes.created.map_or(0, |t| t.unix_timestamp()),
+                updated: attributes.updated.map_or(0, |t| t.unix_timestamp()),
                 not_before: attributes.not_before.map(|t| t.unix_timestamp()),
                 expires: attributes.expires.map(|t| t.unix_timestamp()),
             });
@@ -303,55 +281,6 @@ fn url_host(url: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn v(version: &str, created: i64) -> VersionInfo {
-        VersionInfo {
-            version: version.into(),
-            enabled: true,
-            created,
-            not_before: None,
-            expires: None,
-        }
-    }
-
-    #[test]
-    fn the_newest_valid_version_is_current_and_the_one_it_replaced_overlaps() {
-        let versions = [v("a", 100), v("c", 300), v("b", 200)];
-        assert_eq!(
-            accepted(&versions, None, 310, 50),
-            [("c".into(), None), ("b".into(), Some(350))]
-        );
-        // Past the overlap only the current version is accepted.
-        assert_eq!(accepted(&versions, None, 360, 50), [("c".into(), None)]);
-        // The oldest was replaced at 200: its window ended at 250, before b's.
-        assert_eq!(accepted(&versions, None, 240, 50).len(), 3);
-    }
-
-    #[test]
-    fn disabled_expired_and_future_versions_are_never_accepted() {
-        let mut disabled = v("new", 300);
-        disabled.enabled = false;
-        let mut expired = v("exp", 250);
-        expired.expires = Some(305);
-        let mut future = v("nbf", 400);
-        future.not_before = Some(1000);
-        let versions = [v("old", 100), disabled, expired, future];
-        // "new" is disabled and "nbf" not yet valid: "exp" is current until it expires.
-        assert_eq!(
-            accepted(&versions, None, 290, 50),
-            [("exp".into(), Some(305)), ("old".into(), Some(300))]
-        );
-        assert_eq!(accepted(&versions, None, 306, 1000), [("old".into(), None)]);
-        assert!(accepted(&[], None, 0, 0).is_empty());
-    }
-
-    #[test]
-    fn the_vault_s_latest_version_wins_a_tie_in_created() {
-        let versions = [v("first", 100), v("second", 100)];
-        let chosen = accepted(&versions, Some("second"), 100, 60);
-        assert_eq!(chosen, [("second".into(), None), ("first".into(), Some(160))]);
-        assert_eq!(accepted(&versions, Some("first"), 100, 60)[0].0, "first");
-    }
-
     #[test]
     fn a_credential_error_names_the_token_endpoint_s_answer() {
         let inner = azure_core::Error::new(
@@ -366,12 +295,5 @@ mod tests {
         assert_eq!(describe(&outer), "credential unavailable: http 401 700213");
         let bare = azure_core::Error::with_message(ErrorKind::Credential, "no file");
         assert_eq!(describe(&bare), "credential unavailable");
-    }
-
-    #[test]
-    fn an_overlap_never_outlives_the_version_s_own_expiry() {
-        let mut old = v("old", 100);
-        old.expires = Some(220);
-        assert_eq!(accepted(&[old, v("new", 200)], None, 210, 1000)[1], ("old".into(), Some(220)));
     }
 }

@@ -10,6 +10,7 @@ mod file;
 mod keyvault;
 mod refresh;
 mod transport;
+mod versions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
