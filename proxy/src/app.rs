@@ -146,8 +146,18 @@ impl App {
         };
         let limits = ConnLimits {
             header_read_timeout: ingress_config.header_read_timeout,
+            handshake_timeout: ingress_config
+                .tls
+                .as_ref()
+                .map_or(ingress_config.header_read_timeout, |tls| tls.handshake_timeout),
+            idle_timeout: ingress_config.idle_timeout,
+            unauthenticated_timeout: None,
             max_header_bytes: ingress_config.max_header_bytes,
             shutdown_grace: ingress_config.shutdown_grace,
+        };
+        let ingress_limits = ConnLimits {
+            unauthenticated_timeout: Some(ingress_config.unauthenticated_timeout()),
+            ..limits
         };
 
         // Ingress and egress are served by worker threads, each with its own backend pools;
@@ -189,11 +199,11 @@ impl App {
                 let ingress = Arc::new(ingress.for_worker());
                 let handler = move |request, peer| ingress.clone().handle(request, peer);
                 let serve_ingress =
-                    server::serve(ingress_end, tls, limits, handler, ingress_shutdown);
+                    server::serve(ingress_end, tls, ingress_limits, handler, ingress_shutdown);
                 let serve_egress = async {
                     let Some((end, egress)) = egress_end else { return };
                     let egress = Arc::new(egress.for_worker());
-                    let handler = move |request, _peer| egress.clone().handle(request);
+                    let handler = move |request, _: server::Peer| egress.clone().handle(request);
                     server::serve(end, None, limits, handler, egress_shutdown).await;
                 };
                 tokio::join!(serve_ingress, serve_egress);
@@ -210,7 +220,9 @@ impl App {
             Connections::Listener(admin_listener, Arc::new(Semaphore::new(64))),
             None,
             limits,
-            move |request, peer| std::future::ready(admin.handle(&request, peer)),
+            move |request, peer: server::Peer| {
+                std::future::ready(admin.handle(&request, peer.addr))
+            },
             shutdown.subscribe(),
         ));
 

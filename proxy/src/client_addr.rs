@@ -50,7 +50,7 @@ impl TrustedProxies {
         let hops: Vec<Option<IpAddr>> = if headers.contains_key(X_FORWARDED_FOR) {
             list(headers, &X_FORWARDED_FOR).map(parse_xff).collect()
         } else {
-            list(headers, &FORWARDED).map(parse_forwarded_for).filter_map(|hop| hop).collect()
+            list(headers, &FORWARDED).filter_map(parse_forwarded_for).collect()
         };
         let mut client = peer;
         for hop in hops.into_iter().rev() {

@@ -87,6 +87,27 @@ pub fn frame_for(headers: &mut HeaderMap, body: &impl http_body::Body) {
     }
 }
 
+/// Whether a request names its host once and consistently: HTTP/1.1 needs exactly one `Host`
+/// (RFC 9112 §3.2), HTTP/1.0 at most one, and on h2 a `Host` beside `:authority` must agree
+/// with it (RFC 9113 §8.3.1).
+pub fn host_is_sound(parts: &http::request::Parts) -> bool {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (host, more) = (hosts.next(), hosts.next().is_some());
+    if more {
+        return false;
+    }
+    match parts.version {
+        http::Version::HTTP_11 => host.is_some(),
+        http::Version::HTTP_2 | http::Version::HTTP_3 => match (parts.uri.authority(), host) {
+            (Some(authority), Some(host)) => {
+                authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes())
+            }
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 /// Removes hop-by-hop headers and every header named by a `Connection` header.
 /// `Transfer-Encoding` and `Content-Length` are [`take_framing`]'s.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {

@@ -8,7 +8,7 @@
 //! credential or the client's framing, never buffer a body, and never echo client input in an
 //! error.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::error::{self, ProxyError};
 use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
+use crate::server::Peer;
 use crate::telemetry;
 use crate::Body;
 
@@ -89,11 +90,7 @@ impl Ingress {
 
     /// Answers one request: the backend's response, or keyward's own refusal. Takes the `Arc`
     /// so that the future owns it and needs no wrapper.
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         // The path only: a query string can carry a credential and is never logged. A clone of
@@ -103,7 +100,7 @@ impl Ingress {
         // Who the client is: the TCP peer, or behind a trusted front proxy the address it
         // forwarded. Read before hop-by-hop removal: only a trusted nearest hop is believed, and
         // its `Connection` header could only have removed these headers, never added them.
-        let addr = self.trusted_proxies.client_addr(peer.ip(), request.headers());
+        let addr = self.trusted_proxies.client_addr(peer.addr.ip(), request.headers());
         // An allowed browser origin may read every answer, keyward's own refusals included.
         let origin = request.headers().get(header::ORIGIN).filter(|o| self.allows(o)).cloned();
         let span = tracing::info_span!(
@@ -111,13 +108,13 @@ impl Ingress {
             otel.kind = "server",
             http.request.method = %method,
             url.path = %path,
-            network.peer.address = %peer.ip(),
+            network.peer.address = %peer.addr.ip(),
             client.address = %addr,
             keyward.client = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
         telemetry::continue_trace(&span, request.headers());
-        let outcome = self.proxy(request, addr, &span).instrument(span.clone()).await;
+        let outcome = self.proxy(request, addr, &peer, &span).instrument(span.clone()).await;
         let (mut response, client) = match outcome {
             Ok((response, client)) => (response, client),
             Err(err) => {
@@ -155,6 +152,7 @@ impl Ingress {
         &self,
         request: Request<Incoming>,
         addr: IpAddr,
+        peer: &Peer,
         span: &tracing::Span,
     ) -> Result<(Response<Body>, Option<Client>), ProxyError> {
         let (mut parts, body) = request.into_parts();
@@ -165,6 +163,9 @@ impl Ingress {
         }
         if headers::section_size(&parts.headers) > self.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge);
+        }
+        if !headers::host_is_sound(&parts) {
+            return Err(ProxyError::BadRequest);
         }
         let declared = parts.headers.get(header::CONTENT_LENGTH);
         if declared
@@ -211,6 +212,7 @@ impl Ingress {
                 _ => ProxyError::Unauthorized,
             }
         })?;
+        peer.authenticated();
         span.record("keyward.client", &*client.id);
         tracing::info!(
             target: "keyward::audit",

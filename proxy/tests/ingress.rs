@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use keyward::app::App;
 use keyward_tests::backend::TestBackend;
 use keyward_tests::client::{self, get_with_key, request, send};
@@ -13,24 +13,7 @@ use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 
 mod common;
-use common::{config, pod, pod_with, Pod, ALPHA, BETA};
-
-/// Opens `/sse` through keyward, has the backend send `first`, and returns the response (its
-/// headers in, its body streaming) and the backend's sender for more events.
-async fn open_stream(
-    pod: &Pod,
-    first: &'static str,
-) -> (http::Response<hyper::body::Incoming>, tokio::sync::mpsc::Sender<Bytes>) {
-    let request = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
-        .header("x-api-key", ALPHA)
-        .header("accept", "text/event-stream")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = tokio::spawn(async move { client::streaming().request(request).await });
-    let events = pod.backend.next_stream().await;
-    events.send(Bytes::from_static(first.as_bytes())).await.unwrap();
-    (response.await.unwrap().expect("response headers"), events)
-}
+use common::{config, open_stream, pod, pod_with, ALPHA, BETA};
 
 fn unauthorized(reply: &client::Reply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);

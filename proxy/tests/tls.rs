@@ -33,6 +33,7 @@ async fn fetch(
     let alpn = session.alpn_protocol().unwrap_or_default().to_vec();
     let leaf = session.peer_certificates().unwrap()[0].to_vec();
     let request = http::Request::get("https://localhost/tls")
+        .header("host", "localhost")
         .header("x-api-key", KEY)
         .body(Empty::<Bytes>::new())
         .unwrap();

@@ -90,9 +90,16 @@ pub struct IngressConfig {
     /// Open connections at most; further clients wait in the accept backlog.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers; the first request's counts from accept.
     #[serde(default = "defaults::header_read_timeout", with = "duration")]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed (h2: GOAWAY) after this long.
+    #[serde(default = "defaults::idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// A connection that has presented no authenticated request is closed after this long;
+    /// `header_read_timeout` when absent.
+    #[serde(default, with = "duration::option")]
+    pub unauthenticated_timeout: Option<Duration>,
     /// Largest request header section, in bytes (431 above).
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
@@ -120,6 +127,11 @@ pub struct IngressConfig {
 }
 
 impl IngressConfig {
+    /// `unauthenticated_timeout`, or `header_read_timeout` when it is not set.
+    pub fn unauthenticated_timeout(&self) -> Duration {
+        self.unauthenticated_timeout.unwrap_or(self.header_read_timeout)
+    }
+
     /// The number of worker threads: `workers`, or one per CPU the process may use.
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -144,6 +156,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key, re-read when it changes.
     pub key: PathBuf,
+    /// Time a client has to complete the TLS handshake.
+    #[serde(default = "defaults::handshake_timeout", with = "duration")]
+    pub handshake_timeout: Duration,
 }
 
 /// `[admin]`.
@@ -177,6 +192,12 @@ mod defaults {
         4096
     }
     pub(super) fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn handshake_timeout() -> Duration {
         Duration::from_secs(10)
     }
     pub(super) fn max_header_bytes() -> usize {
@@ -288,7 +309,13 @@ impl Config {
         }
         for (key, value) in [
             ("ingress.header_read_timeout", ingress.header_read_timeout),
+            ("ingress.idle_timeout", ingress.idle_timeout),
+            ("ingress.unauthenticated_timeout", ingress.unauthenticated_timeout()),
             ("ingress.backend_timeout", ingress.backend_timeout),
+            (
+                "ingress.tls.handshake_timeout",
+                ingress.tls.as_ref().map_or(Duration::MAX, |tls| tls.handshake_timeout),
+            ),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
@@ -435,6 +462,17 @@ pub mod duration {
                 "expected a duration such as \"250ms\", \"30s\", \"5m\", \"24h\"",
             )
         })
+    }
+
+    /// An optional duration.
+    pub(super) mod option {
+        use super::*;
+
+        pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }
 

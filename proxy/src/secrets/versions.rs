@@ -201,7 +201,10 @@ mod tests {
     fn a_superseded_version_is_never_current_again_in_this_process() {
         let mut history = History::default();
         let old = v("old", 100);
-        assert_eq!(accepted(&mut history, &[old.clone()], Some("old"), 100, 60)[0].0, "old");
+        assert_eq!(
+            accepted(&mut history, std::slice::from_ref(&old), Some("old"), 100, 60)[0].0,
+            "old"
+        );
         let new = v("new", 200);
         assert_eq!(
             accepted(&mut history, &[old.clone(), new.clone()], Some("new"), 200, 60)[0].0,

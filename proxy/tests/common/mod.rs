@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
 use keyward::app::App;
 use keyward::config::Config;
 use keyward_tests::backend::TestBackend;
-use keyward_tests::client::get_with_key;
+use keyward_tests::client::{self, get_with_key};
 use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 
@@ -71,4 +73,21 @@ pub async fn pod_with(extra: &str) -> Pod {
 
 pub async fn pod() -> Pod {
     pod_with("").await
+}
+
+/// Opens `/sse` through keyward, has the backend send `first`, and returns the response (its
+/// headers in, its body streaming) and the backend's sender for more events.
+pub async fn open_stream(
+    pod: &Pod,
+    first: &'static str,
+) -> (http::Response<hyper::body::Incoming>, tokio::sync::mpsc::Sender<Bytes>) {
+    let request = http::Request::get(format!("http://{}/sse", pod.app.ingress_addr))
+        .header("x-api-key", ALPHA)
+        .header("accept", "text/event-stream")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(async move { client::streaming().request(request).await });
+    let events = pod.backend.next_stream().await;
+    events.send(Bytes::from_static(first.as_bytes())).await.unwrap();
+    (response.await.unwrap().expect("response headers"), events)
 }

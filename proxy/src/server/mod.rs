@@ -1,8 +1,13 @@
-//! The serving loop every listener shares: connection cap, optional TLS, HTTP/1.1 and h2 (h2c
-//! on plain TCP), header read timeout, and a bounded graceful drain; and the worker threads
-//! that run it for ingress and egress, fed by one acceptor.
+//! The serving loop every listener shares: connection cap, optional TLS (the protocol ALPN chose,
+//! and only that one), HTTP/1.1 and h2 (h2c on plain TCP), the connection timeouts (see
+//! [`conn`]), and a bounded graceful drain; and the worker threads that run it for ingress and
+//! egress, fed by one acceptor.
 //!
 //! It never inspects requests; the handler does.
+
+mod conn;
+
+pub use conn::{Peer, Tracked};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +25,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -31,8 +35,15 @@ use crate::Body;
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
-    /// Time to receive a request's headers (and to finish a TLS handshake).
+    /// Time to receive a request's headers, the first one counted from accept (after TLS).
     pub header_read_timeout: Duration,
+    /// Time to finish a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A connection with no request in flight is drained after this long.
+    pub idle_timeout: Duration,
+    /// A connection none of whose requests was authenticated is closed after this long;
+    /// `None` where nothing authenticates (egress, admin).
+    pub unauthenticated_timeout: Option<Duration>,
     /// Request header bytes at most (HTTP/1.1 read buffer, h2 header list).
     pub max_header_bytes: usize,
     /// How long in-flight requests may run on once shutdown begins.
@@ -222,7 +233,7 @@ pub async fn serve<H, F>(
     handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -237,8 +248,15 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Over TLS, ALPN has chosen the protocol: the connection speaks that one only (an HTTP/1.1
+    // request on an h2 connection is a broken preface, answered with GOAWAY).
+    let builders = Arc::new(Builders {
+        h1: builder.clone().http1_only(),
+        h2: builder.clone().http2_only(),
+        either: builder,
+    });
+    // Every connection task holds a clone; when all are gone, the drain is over.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
 
     loop {
         let Some((stream, peer, permit)) = connections.next(&mut shutdown).await else {
@@ -246,58 +264,84 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |request| {
-            // A panic in one request answers 500 and leaves the connection's other requests
-            // and every other connection alone; its message was logged, redacted, by the hook.
-            // Combinators, not an async block: a block would store the handler's future
-            // twice, and hyper keeps a slot of that size for every connection.
-            AssertUnwindSafe(handler(request, peer)).catch_unwind().map(answer_panics)
+        let (builders, tls, shutdown, open) =
+            (builders.clone(), tls.clone(), shutdown.clone(), open.clone());
+        tokio::spawn(async move {
+            let (_permit, _open) = (permit, open);
+            let Some(acceptor) = tls else {
+                let conn = Conn { builder: &builders.either, peer, limits, shutdown };
+                return conn.serve(stream, handler).await;
+            };
+            let handshake = acceptor.accept(stream);
+            let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let builder = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => &builders.h2,
+                _ => &builders.h1,
+            };
+            Conn { builder, peer, limits, shutdown }.serve(stream, handler).await;
         });
-        let builder = builder.clone();
-        match &tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(err) = conn.await {
-                        tracing::debug!(error = %err, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                let timeout = limits.header_read_timeout;
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            tracing::debug!(error = %err, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    if let Err(err) = watcher.watch(conn).await {
-                        tracing::debug!(error = %err, "connection ended with an error");
-                    }
-                });
-            }
-        }
     }
 
-    drop(connections);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    drop((connections, open));
+    if tokio::time::timeout(limits.shutdown_grace, all_closed.recv()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
 }
 
-/// The handler's response, or 500 when it panicked.
+/// One accepted connection, ready to serve.
+struct Conn<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    peer: SocketAddr,
+    limits: ConnLimits,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Conn<'_> {
+    /// Serves `io` (after any TLS handshake: the timeouts count from here) until it ends.
+    async fn serve<I, H, F>(self, io: I, handler: H)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let (state, peer) = (conn::State::new(), self.peer);
+        let requests = state.clone();
+        let service = service_fn(move |request| {
+            let (peer, in_flight) = requests.begin(peer);
+            // A panic in one request answers 500 and leaves the connection's other requests
+            // and every other connection alone; its message was logged, redacted, by the
+            // hook. Combinators, not an async block: a block would store the handler's future
+            // twice, and hyper keeps a slot of that size for every connection.
+            let answer = AssertUnwindSafe(handler(request, peer)).catch_unwind();
+            futures::future::join(futures::future::ready(in_flight), answer).map(answer_panics)
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let (limits, shutdown) = (&self.limits, self.shutdown);
+        conn::supervise(conn, &state, limits, shutdown).await;
+    }
+}
+
+/// The connection builders of one listener.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+    either: auto::Builder<TokioExecutor>,
+}
+
+/// The handler's response, or 500 when it panicked, its body holding the request in flight.
+/// (A function rather than a closure capturing `in_flight`: such a closure is inferred for one
+/// lifetime of the panic payload only, and the connection task is then not `Send`.)
 fn answer_panics(
-    response: std::thread::Result<Response<Body>>,
-) -> Result<Response<Body>, Infallible> {
-    Ok(response.unwrap_or_else(|_| json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")))
+    (in_flight, response): (conn::InFlight, std::thread::Result<Response<Body>>),
+) -> Result<Response<Tracked<Body>>, Infallible> {
+    let response =
+        response.unwrap_or_else(|_| json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"));
+    Ok(response.map(|body| Tracked::new(body, in_flight)))
 }

@@ -1,0 +1,91 @@
+//! In-process service tests of the connection timeouts: no connection holds a slot for free,
+//! and none of the timeouts ever cuts a request in flight.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+mod common;
+use common::{open_stream, pod_with, ALPHA};
+
+const TIMEOUTS: &str =
+    "header_read_timeout = \"300ms\"\nunauthenticated_timeout = \"500ms\"\nidle_timeout = \"700ms\"";
+
+/// How long until keyward closes `stream` (reading and discarding what it sends).
+async fn closed_after(mut stream: TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut sink = [0u8; 1024];
+    let wait = async { while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {} };
+    tokio::time::timeout(Duration::from_secs(5), wait).await.expect("never closed");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
+    let pod = pod_with(TIMEOUTS).await;
+    let stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
+    let held = closed_after(stream).await;
+    assert!(held >= Duration::from_millis(250) && held < Duration::from_secs(2), "{held:?}");
+}
+
+#[tokio::test]
+async fn an_h2_connection_that_never_authenticates_is_closed() {
+    let pod = pod_with(TIMEOUTS).await;
+    let stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(100))
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let driven = tokio::spawn(conn);
+    // Requests that earn 401s, and pings answered, do not keep it open.
+    for _ in 0..3 {
+        let request = http::Request::get("http://keyward/mcp").body(Empty::<Bytes>::new()).unwrap();
+        let status = sender.send_request(request).await.unwrap().status();
+        assert_eq!(status, 401);
+    }
+    tokio::time::timeout(Duration::from_secs(5), driven).await.expect("never closed").ok();
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(400) && held < Duration::from_secs(3), "{held:?}");
+}
+
+#[tokio::test]
+async fn an_idle_authenticated_connection_is_closed_but_a_stream_in_flight_is_never_cut() {
+    let pod = pod_with(TIMEOUTS).await;
+    let (response, events) = open_stream(&pod, "data: 0\n\n").await;
+    let mut body = response.into_body();
+
+    let stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let driven = tokio::spawn(conn);
+    let request = http::Request::get("/idle")
+        .header("host", "keyward")
+        .header("x-api-key", ALPHA)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let idle_since = Instant::now();
+
+    // The stream outlives every timeout, event by event.
+    for n in 0..15 {
+        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+            .await
+            .expect("the stream stalled")
+            .expect("the stream was cut")
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), format!("data: {n}\n\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        events.send(Bytes::from(format!("data: {}\n\n", n + 1))).await.unwrap();
+    }
+    assert!(driven.is_finished(), "the idle connection is still open");
+    assert!(idle_since.elapsed() > Duration::from_millis(1500));
+}
