@@ -252,8 +252,21 @@ impl App {
     }
 }
 
+/// Connections the kernel may hold for a listener before keyward accepts them (capped by
+/// `net.core.somaxconn`): a burst of clients, and those waiting for a slot under the cap.
+const BACKLOG: u32 = 4096;
+
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })
+    let bound = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    bound().map_err(|source| StartError::Bind { listener, addr, source })
 }
 
 fn local_addr(

@@ -40,6 +40,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle backend connections kept per worker at most; more are closed when their exchange ends.
 const MAX_IDLE: usize = 512;
+/// What one upstream connection reads ahead at most, and so the largest body chunk it hands
+/// on. hyper's default (about 400 KiB) let a client that stops reading hold a megabyte of
+/// keyward's memory per connection: one such chunk queued on each side.
+pub const MAX_READ_AHEAD: usize = 16 * 1024;
 
 fn tcp() -> HttpConnector {
     let mut connector = HttpConnector::new();
@@ -51,7 +55,11 @@ fn tcp() -> HttpConnector {
 
 fn builder() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_timer(TokioTimer::new()).pool_idle_timeout(IDLE_TIMEOUT);
+    builder
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .http1_max_buf_size(MAX_READ_AHEAD)
+        .http2_max_send_buf_size(MAX_READ_AHEAD);
     builder
 }
 
@@ -260,7 +268,9 @@ impl Backend {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|err| {
+        let handshake =
+            http1::Builder::new().max_buf_size(MAX_READ_AHEAD).handshake(TokioIo::new(stream));
+        let (sender, conn) = handshake.await.map_err(|err| {
             tracing::warn!(error = %ErrorChain(&err), "upstream connection failed");
             ProxyError::UpstreamUnavailable
         })?;

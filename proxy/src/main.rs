@@ -51,6 +51,9 @@ fn main() -> ExitCode {
         Command::CheckConfig => {
             println!("{}: valid", path.display());
             println!("{}", summary(&config));
+            for warning in warnings(&config) {
+                eprintln!("keyward: warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Command::Run => match run(config) {
@@ -62,6 +65,22 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// What is valid but will not work on this machine as it is now (the file may be checked
+/// before its volumes are mounted, so these do not fail the check).
+fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(dir) = &config.secrets.dir {
+        if !dir.is_dir() {
+            warnings.push(format!(
+                "secrets.dir {} does not exist or is not a directory here; keyward will not be \
+                 ready until it is",
+                dir.display()
+            ));
+        }
+    }
+    warnings
 }
 
 /// What the configuration will do, with secret names and never values.

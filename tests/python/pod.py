@@ -568,6 +568,39 @@ class Pod:
             child.reap(deadline)
 
 
+class Sidecar(Pod):
+    """keyward alone, in front of an MCP server the caller runs at `backend` (host:port), with
+    the same secrets and config as the pod; free ports. Its egress route points at a loopback
+    port nothing listens on: a third-party server has no use for it.
+
+        with Sidecar(state_dir, backend="127.0.0.1:3001") as keyward:
+            keyward.mcp_url, keyward.client_key()
+    """
+
+    def __init__(self, state_dir: Path | str, *, backend: str, bins: Path | None = None):
+        super().__init__(state_dir, ports="auto", ingress_backend=backend, bins=bins)
+        self.backend_addr = backend
+
+    def _start_once(self, timeout: float) -> Pod:
+        self.made_secrets = self.state.ensure()
+        self.state.config.write_text(
+            keyward_config(
+                ingress="127.0.0.1:0", egress="127.0.0.1:0", admin="127.0.0.1:0",
+                backend=self.ingress_backend, upstream=f"127.0.0.1:{free_port()}",
+                state=self.state,
+            )
+        )
+        keyward = self._spawn(
+            "keyward", [self._binary("keyward"), "--config", str(self.state.config)]
+        )
+        listening = keyward.wait_line(_log_event("keyward listening"), timeout)
+        self.ingress, self.egress, self.admin = (
+            listening["ingress"], listening["egress"], listening["admin"]
+        )
+        self._wait_ready(timeout)
+        return self
+
+
 # ---------------------------------------------------------------------------------------------
 # The demo
 
@@ -666,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="tests/pod",
         description="Start keyward, mcp-backend and the health-data API stand-in locally and "
         "make a real MCP call through keyward.",
+        epilog="tests/pod builds the debug binaries first; tests/pod --release builds and runs "
+        "the release ones, tests/pod --prebuilt DIR builds nothing and runs those in DIR.",
     )
     parser.add_argument("--keyvault", action="store_true",
                         help="keyward reads its secrets from a local fake Key Vault (fake-azure)")
@@ -675,6 +710,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fixed: ingress 8080, egress 8090, admin 9090, backend 8081, "
                         "stand-in 8095; auto: free ports")
     parser.add_argument("--once", action="store_true", help="stop after the demo session")
+    parser.add_argument("--bins", type=Path, default=None,
+                        help="directory of the keyward, mcp-backend, health-api and fake-azure "
+                        "binaries (default: target/debug; tests/pod --release and "
+                        "--prebuilt DIR set it)")
     args = parser.parse_args(argv)
 
     import asyncio
@@ -682,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGINT too: a shell starting us in the background may have set it to be ignored.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_signal)
-    pod = Pod(args.state, ports=args.ports, keyvault=args.keyvault)
+    bins = args.bins.resolve() if args.bins else None
+    pod = Pod(args.state, ports=args.ports, keyvault=args.keyvault, bins=bins)
     try:
         try:
             pod.start()

@@ -89,6 +89,21 @@ fn check_config_names_the_bad_key_and_never_a_value() {
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("a (secret a-key)"));
+    let warning = String::from_utf8_lossy(&ok.stderr);
+    assert!(warning.contains("secrets.dir /x does not exist"), "{warning}");
+
+    // What cannot become a header is refused here, not found by a panic at start.
+    let metadata = dir.write(
+        "metadata.toml",
+        "[ingress]\nresource_metadata = \"https://x\\n\"\n[[ingress.clients]]\nid = \"a\"\nsecret = \"a-key\"\n[secrets]\nsource = \"file\"\ndir = \"/x\"\n",
+    );
+    let refused = Command::new(binary("keyward"))
+        .args(["check-config", "--config"])
+        .arg(&metadata)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ingress.resource_metadata:"));
 
     let bad = dir.write(
         "bad.toml",
@@ -276,4 +291,33 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "data: last\n\n");
     let status = keyward.wait_exit(Duration::from_secs(10)).expect("exited");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_directory_and_an_empty_secret_are_named_as_such() {
+    let dir = TempDir::new("bin-missing");
+    let backend = TestBackend::start().await;
+    let keyward = Keyward::start(&config(&dir, &backend, "", "100ms"));
+    let missing = dir.path().join("secrets").display().to_string();
+    let named = eventually(Duration::from_secs(10), || async {
+        let output = keyward.output();
+        output.lines().any(|line| line.contains(&missing) && line.contains("does not exist"))
+    })
+    .await;
+    assert!(named, "the directory was never named:\n{}", keyward.output());
+
+    let secrets = TempDir::new("bin-empty");
+    std::os::unix::fs::symlink(secrets.path(), dir.path().join("secrets")).unwrap();
+    secrets.write_secret("mcp-client-inspector", "\n");
+    let empty = eventually(Duration::from_secs(10), || async {
+        keyward.output().lines().any(|line| line.contains("secret file is empty"))
+    })
+    .await;
+    assert!(empty, "the empty file was not reported:\n{}", keyward.output());
+    // JSON lines: one `message` key each, and names as plain fields.
+    for line in keyward.output().lines().filter(|l| l.starts_with('{')) {
+        assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+        let event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(!event.get("missing").is_some_and(|m| m.is_string()), "{line}");
+    }
 }

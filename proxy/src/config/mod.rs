@@ -288,7 +288,11 @@ impl Config {
         }
         self.telemetry.validate()?;
         if let Some(url) = &ingress.resource_metadata {
-            if !url.starts_with("https://") || url.contains('"') {
+            // It goes into a WWW-Authenticate header: what cannot be one is refused here.
+            let header = http::HeaderValue::try_from(format!("Bearer resource_metadata=\"{url}\""));
+            let uri = url.parse::<Uri>();
+            let https = uri.is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some());
+            if !https || url.contains('"') || header.is_err() {
                 return Err(invalid("ingress.resource_metadata", "must be an https URL"));
             }
         }
@@ -570,6 +574,22 @@ mod tests {
             ),
             ("[ingress]", "[ingress]\nmax_body_bytes = 0", "ingress.max_body_bytes:"),
             ("[ingress]", "[ingress]\nworkers = 0", "ingress.workers:"),
+            (
+                "[ingress]",
+                "[ingress]\nresource_metadata = \"https://x\\n\"",
+                "ingress.resource_metadata:",
+            ),
+            (
+                "[ingress]",
+                "[ingress]\nresource_metadata = \"https://\"",
+                "ingress.resource_metadata:",
+            ),
+            ("[ingress]", "[ingress]\nidle_timeout = \"0s\"", "ingress.idle_timeout:"),
+            (
+                "[ingress]",
+                "[ingress]\nunauthenticated_timeout = \"0s\"",
+                "ingress.unauthenticated_timeout:",
+            ),
             ("[ingress]", "[ingress]\nworkers = 4096", "ingress.workers:"),
             ("id = \"claude\"", "id = \"bad id\"", "ingress.clients[0].id:"),
             (

@@ -21,7 +21,8 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 #[derive(Debug)]
 pub struct FileSource {
     dir: PathBuf,
-    /// Names already warned about, so a loose mode is reported once, not every poll.
+    /// What was already warned about (a loose mode, an empty file, a missing directory), so
+    /// each is reported once, not every poll.
     warned: Mutex<HashSet<String>>,
 }
 
@@ -36,7 +37,17 @@ impl FileSource {
         let path = self.dir.join(name);
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Loaded::Missing,
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                if !self.dir.is_dir() {
+                    self.warn_once("", || {
+                        tracing::error!(
+                            dir = %self.dir.display(),
+                            "the secret directory (secrets.dir) does not exist or is not a directory"
+                        );
+                    });
+                }
+                return Loaded::Missing;
+            }
             Err(err) => {
                 tracing::error!(secret = name, error = %err.kind(), "cannot open secret file");
                 return Loaded::Unavailable;
@@ -59,22 +70,30 @@ impl FileSource {
             bytes.pop();
         }
         if bytes.is_empty() {
+            self.warn_once(name, || tracing::warn!(secret = name, "secret file is empty"));
             return Loaded::Missing;
         }
         Loaded::Value(Secret::new(bytes))
+    }
+
+    /// Runs `warn` the first time `key` is warned about (an empty key: the directory).
+    fn warn_once(&self, key: &str, warn: impl FnOnce()) {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.insert(key.to_owned()) {
+            warn();
+        }
     }
 
     #[cfg(unix)]
     fn check_mode(&self, name: &str, meta: &std::fs::Metadata) {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o004 != 0 {
-            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-            if warned.insert(name.to_owned()) {
+            self.warn_once(&format!("mode:{name}"), || {
                 tracing::warn!(
                     secret = name,
                     "secret file is readable by every user; give it mode 0400 or 0440"
                 );
-            }
+            });
         }
     }
 

@@ -60,7 +60,11 @@ pub async fn run(
             if complete {
                 tracing::info!(secrets = store.names().len(), "every referenced secret is loaded");
             } else {
-                tracing::warn!(missing = ?snapshot.missing(), "secrets missing; not ready");
+                // One line a name: a log pipeline gets plain fields, not a list inside a string.
+                for name in snapshot.missing() {
+                    tracing::warn!(secret = %name, "secret missing");
+                }
+                tracing::warn!(missing = snapshot.missing().len(), "secrets missing; not ready");
             }
             was_complete = Some(complete);
         }

@@ -23,8 +23,11 @@ use tokio::time::Instant;
 
 use super::ConnLimits;
 
-/// Once drained, a connection that has not finished by then is closed.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long a drained idle connection may take to say goodbye before it is closed.
+const IDLE_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// The same for a connection that never sent a request, or never an authenticated one: it
+/// gets its GOAWAY (h2) but nothing it could still be waiting for.
+const REFUSED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// What a request's handler knows of the connection it came on.
 #[derive(Debug, Clone)]
@@ -92,11 +95,11 @@ impl State {
         };
         let mut found = None;
         if self.started.load(Ordering::Relaxed) == 0 {
-            found = found.or(due(self.opened + limits.header_read_timeout, Verdict::Close));
+            found = found.or(due(self.opened + limits.header_read_timeout, Verdict::Refuse));
         }
         if let Some(timeout) = limits.unauthenticated_timeout {
             if !self.authenticated.load(Ordering::Relaxed) {
-                found = found.or(due(self.opened + timeout, Verdict::Close));
+                found = found.or(due(self.opened + timeout, Verdict::Refuse));
             }
         }
         if self.in_flight.load(Ordering::Relaxed) == 0 {
@@ -110,8 +113,8 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Keep,
-    /// Nothing worth finishing: close now.
-    Close,
+    /// No request, or none authenticated, in time: say goodbye (GOAWAY) and close at once.
+    Refuse,
     /// No request in flight for too long: let the protocol say goodbye (GOAWAY), then close.
     Drain,
 }
@@ -206,18 +209,21 @@ pub(super) async fn supervise<C, E>(
             Some(until) => (Verdict::Keep, until),
             None => state.verdict(limits, Instant::now()),
         };
-        match verdict {
-            Verdict::Keep => {}
-            Verdict::Close => {
+        let limit = match verdict {
+            Verdict::Keep => None,
+            Verdict::Refuse => {
                 tracing::debug!("connection closed: no request, or none authenticated, in time");
-                return;
+                Some(REFUSED_DRAIN_LIMIT)
             }
             Verdict::Drain => {
                 tracing::debug!("idle connection drained");
-                conn.as_mut().drain();
-                draining_until = Some(Instant::now() + DRAIN_LIMIT);
-                continue;
+                Some(IDLE_DRAIN_LIMIT)
             }
+        };
+        if let Some(limit) = limit {
+            conn.as_mut().drain();
+            draining_until = Some(Instant::now() + limit);
+            continue;
         }
         tokio::select! {
             result = conn.as_mut() => {
@@ -269,7 +275,7 @@ mod tests {
         assert_eq!(verdict, Verdict::Keep);
         assert_eq!(next, state.opened + Duration::from_secs(10));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Close);
+        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Refuse);
     }
 
     #[tokio::test(start_paused = true)]
@@ -282,7 +288,7 @@ mod tests {
         assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Keep);
         let (_peer, _in_flight) = state.begin(addr());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Close);
+        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Refuse);
     }
 
     #[tokio::test(start_paused = true)]

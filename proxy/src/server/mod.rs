@@ -247,7 +247,9 @@ pub async fn serve<H, F>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(30));
+        .keep_alive_interval(Duration::from_secs(30))
+        // What one stream may queue toward a client that does not read (see MAX_READ_AHEAD).
+        .max_send_buf_size(crate::forward::MAX_READ_AHEAD);
     // Over TLS, ALPN has chosen the protocol: the connection speaks that one only (an HTTP/1.1
     // request on an h2 connection is a broken preface, answered with GOAWAY).
     let builders = Arc::new(Builders {

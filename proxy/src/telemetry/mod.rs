@@ -101,9 +101,12 @@ pub fn init(config: &TelemetryConfig, redactor: Arc<Redactor>) -> Telemetry {
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
-        LogFormat::Text => {
-            tracing_subscriber::fmt::layer().with_writer(writer).with_filter(filter).boxed()
-        }
+        // Colour only on a terminal: escape codes in a file or a log pipeline are noise.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
     };
     let (provider, problem) = match otlp::provider(config, redactor) {
         Ok(provider) => (provider, None),
@@ -145,7 +148,8 @@ fn install_panic_hook() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(non-string payload)".to_owned());
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
-        tracing::error!(target: "keyward::panic", message = %message, location, "panic");
+        // `panic`, not `message`: the event's own message is the JSON line's `message` key.
+        tracing::error!(target: "keyward::panic", panic = %message, location, "a task panicked");
     }));
 }
 
