@@ -22,7 +22,9 @@ COPY --from=build /out/mcp-backend /usr/local/bin/mcp-backend
 # keyward's egress route (which adds the APIM key the backend never sees).
 ENV MCP_BACKEND_LISTEN=127.0.0.1:8081 \
     HEALTH_API_URL=http://127.0.0.1:8090/health/
-USER 65532:65532
+# Not keyward's uid (65532): nothing keyward owns (its process, any secret file it can
+# read) is this process's, even where a runtime ignores the pod's own user settings.
+USER 65533:65533
 # No EXPOSE: nothing outside the pod may connect to this container.
 # No HEALTHCHECK: the server is on loopback, out of reach of kubelet and Container Apps
 # probes (they connect to the pod address); keyward's probes stand for the pod.

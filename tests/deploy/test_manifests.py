@@ -505,6 +505,17 @@ def test_pod_security(variant, tmp_root):
         assert "hostPath" not in v, f"volume {v['name']} is a hostPath"
     ns = one(docs, "Namespace")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # keyward and the MCP server never share a uid (its process, its secret files).
+    uids = {c["name"]: c.get("securityContext", {}).get("runAsUser", psc["runAsUser"])
+            for c in all_containers(spec) if c["name"] in ("keyward", "mcp-backend")}
+    assert uids["keyward"] != uids["mcp-backend"], uids
+
+
+def test_images_run_keyward_and_the_backend_as_different_uids():
+    def user(crate):
+        users = [rest for word, rest in dockerfile_instructions(DOCKERFILES[crate]) if word == "USER"]
+        return users[-1].split(":")[0]
+    assert user("keyward") != user("mcp-backend")
 
 
 @pytest.mark.parametrize("variant", K8S_VARIANTS)
@@ -773,6 +784,9 @@ def test_embedded_config(name, tmp_root):
     if "aca" in name:
         assert tel["otlp_endpoint"] == "http://127.0.0.1:4317", "the collector container of the app"
         assert sec["credential"] == "managed_identity"
+        # Behind the platform's ingress every client shares its address: without this the
+        # failed-key limiter would lock every client out for one attacker.
+        assert "10.0.0.0/8" in cfg["ingress"]["trusted_proxies"]
     assert not secret_looking_tokens(text)
 
 

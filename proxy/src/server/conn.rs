@@ -267,44 +267,46 @@ mod tests {
         ([127, 0, 0, 1], 1).into()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
-        let state = State::new();
-        let limits = limits(None);
-        let (verdict, next) = state.verdict(&limits, Instant::now());
-        assert_eq!(verdict, Verdict::Keep);
-        assert_eq!(next, state.opened + Duration::from_secs(10));
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Refuse);
+    /// `secs` seconds after the connection opened.
+    fn at(state: &State, secs: u64) -> Instant {
+        state.opened + Duration::from_secs(secs)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn requests_that_never_authenticate_are_closed_even_when_busy() {
+    #[test]
+    fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+        let state = State::new();
+        let limits = limits(None);
+        let (verdict, next) = state.verdict(&limits, at(&state, 0));
+        assert_eq!(verdict, Verdict::Keep);
+        assert_eq!(next, at(&state, 10));
+        assert_eq!(state.verdict(&limits, at(&state, 10)).0, Verdict::Refuse);
+    }
+
+    #[test]
+    fn requests_that_never_authenticate_are_closed_even_when_busy() {
         let state = State::new();
         let limits = limits(Some(10));
         let (_peer, in_flight) = state.begin(addr());
         drop(in_flight);
-        tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Keep);
+        assert_eq!(state.verdict(&limits, at(&state, 9)).0, Verdict::Keep);
         let (_peer, _in_flight) = state.begin(addr());
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Refuse);
+        assert_eq!(state.verdict(&limits, at(&state, 10)).0, Verdict::Refuse);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_request_in_flight_is_never_cut_and_idleness_starts_when_it_ends() {
+    #[test]
+    fn a_request_in_flight_is_never_cut_and_idleness_starts_when_it_ends() {
         let state = State::new();
         let limits = limits(Some(10));
         let (peer, in_flight) = state.begin(addr());
         peer.authenticated();
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Keep, "a long stream");
+        assert_eq!(state.verdict(&limits, at(&state, 3600)).0, Verdict::Keep, "a long stream");
         drop(in_flight);
-        tokio::time::advance(Duration::from_secs(59)).await;
-        let (verdict, next) = state.verdict(&limits, Instant::now());
+        // It ended (just now, in real time): idle from then on.
+        let ended = Instant::now();
+        let (verdict, next) = state.verdict(&limits, ended + Duration::from_secs(59));
         assert_eq!(verdict, Verdict::Keep);
-        assert!(next - Instant::now() <= Duration::from_secs(1));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(state.verdict(&limits, Instant::now()).0, Verdict::Drain);
+        assert!(next <= ended + Duration::from_secs(60) + Duration::from_millis(1));
+        let later = ended + Duration::from_secs(61);
+        assert_eq!(state.verdict(&limits, later).0, Verdict::Drain);
     }
 }
