@@ -256,8 +256,8 @@ impl Egress {
 }
 
 /// True when a path remainder cannot climb out of the route's base: no `.` or `..` segment
-/// (also percent-encoded), no encoded slash or backslash, no NUL.
-fn stays_below(rest: &str) -> bool {
+/// (also percent-encoded), no encoded slash or backslash, no NUL. Public for the fuzz targets.
+pub fn stays_below(rest: &str) -> bool {
     let lower = rest.to_ascii_lowercase();
     if ["%2f", "%5c", "%00", "\\"].iter().any(|bad| lower.contains(bad)) {
         return false;
