@@ -1,8 +1,8 @@
-"""Installs the second client and the conformance suite need, run in the background from
-the moment pytest knows it will run those tests, so they overlap the other tests. Each runs in
-its own process group under a temporary directory, bounded in time; a test that needs one calls
-`install(name).wait()`, which skips the test, saying why, when the install failed (registry
-unreachable)."""
+"""Installs the second client, the conformance suite and the third-party MCP software need, run
+in the background from the moment pytest knows it will run those tests, so they overlap the
+other tests. Each runs in its own process group under a temporary directory, bounded in time; a
+test that needs one calls `install(name).wait()`, which skips the test, saying why, when the
+install failed (registry unreachable)."""
 
 from __future__ import annotations
 
@@ -122,15 +122,33 @@ def _start_conformance_install() -> Install:
     return Install("MCP conformance suite (npm)", directory, steps)
 
 
+def _start_everything_install() -> Install:
+    npm = shutil.which("npm")
+    directory = _scratch_dir() / "everything"
+    directory.mkdir()
+    shutil.copy(HERE / "everything" / "package.json", directory / "package.json")
+    node = str(directory / "node_modules" / ".bin" / "node")
+    steps = [
+        [npm or "npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+         "--fetch-retries=1", "--fetch-retry-mintimeout=1000", "--fetch-retry-maxtimeout=3000",
+         "--fetch-timeout=30000"],
+        # The Inspector needs node >= 22.19, which the `node` package installs beside it.
+        [node, "-e", "const [a, b] = process.versions.node.split('.').map(Number);"
+         " process.exit(a > 22 || (a === 22 && b >= 19) ? 0 : 1)"],
+    ]
+    return Install("server-everything and the MCP Inspector (npm)", directory, steps)
+
+
 def install(name: str) -> Install:
     if name not in _installs:
         _installs[name] = {"mcp2": _start_mcp2_install,
-                           "conformance": _start_conformance_install}[name]()
+                           "conformance": _start_conformance_install,
+                           "everything": _start_everything_install}[name]()
     return _installs[name]
 
 
 def names() -> tuple[str, ...]:
-    return ("mcp2", "conformance")
+    return ("mcp2", "conformance", "everything")
 
 
 def cleanup() -> None:

@@ -26,6 +26,7 @@ TEST_TIMEOUT = 150  # seconds, per test (pytest-timeout)
 def pytest_configure(config):
     config.addinivalue_line("markers", "mcp2: needs the MCP Python SDK 2.x venv (PyPI)")
     config.addinivalue_line("markers", "conformance: needs the MCP conformance suite (npm)")
+    config.addinivalue_line("markers", "everything: needs server-everything, Inspector (npm)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,7 +36,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
     # The tests that wait for an install run last; the installs start once collection is
     # done (pytest_collection_finish), so they proceed while the other tests run.
-    late = [i for i in items if i.get_closest_marker("mcp2") or i.get_closest_marker("conformance")]
+    late = [i for i in items if i.get_closest_marker("mcp2") or i.get_closest_marker("conformance")
+            or i.get_closest_marker("everything")]
     items[:] = [i for i in items if i not in late] + late
 
 
