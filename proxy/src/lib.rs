@@ -16,6 +16,7 @@ pub mod forward;
 pub mod headers;
 pub mod ingress;
 pub mod metrics;
+pub mod process;
 pub mod secret;
 pub mod secrets;
 pub mod server;

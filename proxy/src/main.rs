@@ -35,6 +35,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // First: nothing below may leave a core file or readable memory behind.
+    let unhardened = keyward::process::harden();
     let cli = Cli::parse();
     let Some(path) = cli.config else {
         eprintln!("keyward: no configuration; pass --config PATH or set KEYWARD_CONFIG");
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run => match run(config) {
+        Command::Run => match run(config, unhardened) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!(error = format!("{err:#}"), "keyward stopped");
@@ -103,7 +105,7 @@ fn summary(config: &Config) -> String {
     )
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, unhardened: Vec<&'static str>) -> anyhow::Result<()> {
     // Requests are served on keyward's own worker threads (see `server::spawn_worker`); this
     // runtime only runs the admin listener, the secret refresh and the signal handlers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,6 +116,9 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let redactor = Arc::new(Redactor::default());
         let telemetry = keyward::telemetry::init(&config.telemetry, redactor.clone());
+        for what in unhardened {
+            tracing::warn!(call = what, "process hardening failed; memory may be dumped or read");
+        }
         let app = App::start(config, redactor).await?;
         let store = app.store.clone();
         tokio::spawn(async move {

@@ -321,3 +321,15 @@ async fn a_missing_directory_and_an_empty_secret_are_named_as_such() {
         assert!(!event.get("missing").is_some_and(|m| m.is_string()), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_binary_writes_no_core() {
+    let dir = TempDir::new("bin-core");
+    let _secrets = secrets(&dir);
+    let backend = TestBackend::start().await;
+    let keyward = started(&dir, &backend, "", "100ms").await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", keyward.pid())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}
