@@ -172,6 +172,24 @@ def table(paths):
           f"{fmt(m('conn-idle', 'connections')):>8}{fmt(m('conn-idle', 'closed_by_peer')):>8}")
     w("")
 
+    w("Large responses: a 16 MiB body to 4 readers as fast as they read (MiB/s)")
+    hdr = f"{'target':<12}{'MiB/s':>10}{'/ direct':>10}"
+    w(hdr)
+    w("-" * len(hdr))
+    for target in TARGETS:
+        m = median_of(runs, get("big", target, "mib_per_s"))
+        r = None if target == "direct" else median_of(
+            runs, lambda run: run[("big", target)]["mib_per_s"] / run[("big", "direct")]["mib_per_s"])
+        w(f"{target:<12}{fmt(m):>10}{fmt(r, '{:.2f}'):>10}")
+    w("")
+
+    ct = {k: v for run in runs for (s, t), vals in run.items() if s == "ct" for k, v in vals.items()}
+    if ct:
+        w("Constant time (dudect, max |t| of the key check's classes; < 5 at 10^6 is the target)")
+        for name in sorted(ct):
+            w(f"  {name[3:]:<32}{median_of(runs, get('ct', 'keyward', name)):>8.2f}")
+        w("")
+
     w("SSE: emit-to-receive latency per event (µs), one stream, events every 5 ms")
     hdr = f"{'target':<12}{'events':>8}{'median':>10}{'p90':>10}{'p99':>10}{'added median':>14}"
     w(hdr)
