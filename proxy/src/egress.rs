@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::config::{upstream_uri, EgressConfig};
 use crate::error::ProxyError;
 use crate::forward::{self, Upstream};
-use crate::headers::{self, OCP_APIM_SUBSCRIPTION_KEY, X_API_KEY, X_KEYWARD_CLIENT};
+use crate::headers;
 use crate::metrics::{Listener, Metrics};
 use crate::secrets::Snapshot;
 use crate::telemetry;
@@ -212,15 +212,8 @@ impl Egress {
         // 3. Hop-by-hop and framing first, then every credential the backend set, then ours.
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::take_framing(&mut parts.headers, false)?;
-        for name in [
-            &X_API_KEY,
-            &header::AUTHORIZATION,
-            &OCP_APIM_SUBSCRIPTION_KEY,
-            &X_KEYWARD_CLIENT,
-            &route.header,
-        ] {
-            parts.headers.remove(name);
-        }
+        headers::strip_credentials(&mut parts.headers);
+        parts.headers.remove(&route.header);
         for (name, value) in &route.static_headers {
             parts.headers.insert(name.clone(), value.clone());
         }

@@ -27,13 +27,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// What a client may send that must never reach the backend: credentials, and claims about who
-/// it is or where it connects from (keyward says who the client is; see `client_addr`).
-const CLIENT_CREDENTIALS: [HeaderName; 7] = [
-    X_API_KEY,
-    header::AUTHORIZATION,
-    OCP_APIM_SUBSCRIPTION_KEY,
-    X_KEYWARD_CLIENT,
+/// Credentials: never passed on as they were sent, in either direction (ingress strips the
+/// client's, egress the backend's before adding the route's own).
+pub const CREDENTIALS: [HeaderName; 4] =
+    [X_API_KEY, header::AUTHORIZATION, OCP_APIM_SUBSCRIPTION_KEY, X_KEYWARD_CLIENT];
+
+/// A client's claims about where it connects from: keyward says who the client is (see
+/// `client_addr`), so these never reach the backend either.
+const ADDRESS_CLAIMS: [HeaderName; 3] = [
     crate::client_addr::X_FORWARDED_FOR,
     crate::client_addr::FORWARDED,
     HeaderName::from_static("x-real-ip"),
@@ -132,10 +133,33 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     remove_present(headers, &HOP_BY_HOP, present);
 }
 
-/// Removes every client credential and any client-sent identity header.
+/// Removes every client credential, any client-sent identity header and address claim.
 pub fn strip_client_credentials(headers: &mut HeaderMap) {
-    let present = present(headers, &CLIENT_CREDENTIALS);
-    remove_present(headers, &CLIENT_CREDENTIALS, present);
+    strip(headers, &[&CREDENTIALS, &ADDRESS_CLAIMS]);
+}
+
+/// Removes every credential header (egress: whatever the backend set).
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    strip(headers, &[&CREDENTIALS]);
+}
+
+/// Removes every header of `sets`, in one pass over the names present.
+fn strip(headers: &mut HeaderMap, sets: &[&[HeaderName]]) {
+    let mut offset = 0;
+    let mut bits = 0u32;
+    let all = || sets.iter().flat_map(|set| set.iter());
+    for name in headers.keys() {
+        if let Some(i) = all().position(|n| n == name) {
+            bits |= 1 << i;
+        }
+    }
+    if bits == 0 {
+        return;
+    }
+    for set in sets {
+        remove_present(headers, set, bits >> offset);
+        offset += set.len();
+    }
 }
 
 /// Which of `names` (at most 32) occur in `headers`, as a bit set: one pass over the few names

@@ -14,16 +14,6 @@ use crate::auth::Denial;
 use crate::error::ProxyError;
 use crate::secrets::Snapshot;
 
-const REASONS: [&str; 7] = [
-    "missing",
-    "repeated",
-    "oversize",
-    "key_in_query",
-    "invalid",
-    "rate_limited",
-    "no_keys_loaded",
-];
-
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -85,7 +75,7 @@ pub struct Metrics {
     latency: [Histogram; 2],
     /// Per listener: timeouts, then unavailable upstreams.
     upstream_errors: [[AtomicU64; 2]; 2],
-    auth_failures: [AtomicU64; REASONS.len()],
+    auth_failures: [AtomicU64; Denial::COUNT],
     /// Secret loads that completed, and loads where the source failed.
     refreshes: [AtomicU64; 2],
 }
@@ -143,8 +133,7 @@ impl Metrics {
 
     /// Counts one refused authentication.
     pub fn record_auth_failure(&self, denial: Denial) {
-        let index = REASONS.iter().position(|r| *r == denial.reason()).unwrap_or(0);
-        self.auth_failures[index].fetch_add(1, Ordering::Relaxed);
+        self.auth_failures[denial.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one secret load: `ok` when the source answered for every secret.
@@ -207,8 +196,8 @@ impl Metrics {
             "counter",
             "Refused authentications, by reason.",
         );
-        for (reason, count) in REASONS.iter().zip(&self.auth_failures) {
-            let n = count.load(Ordering::Relaxed);
+        for (denial, count) in Denial::ALL.iter().zip(&self.auth_failures) {
+            let (reason, n) = (denial.reason(), count.load(Ordering::Relaxed));
             let _ = writeln!(out, "keyward_auth_failures_total{{reason=\"{reason}\"}} {n}");
         }
         help(&mut out, "keyward_secret_refreshes_total", "counter", "Secret loads, by result.");

@@ -161,6 +161,33 @@ pub enum Denial {
 }
 
 impl Denial {
+    /// How many kinds there are: the length of [`Self::ALL`], checked by [`Self::index`].
+    pub const COUNT: usize = 7;
+
+    /// One of each kind, in [`Self::index`] order (metrics label sets).
+    pub const ALL: [Denial; Self::COUNT] = [
+        Denial::Missing,
+        Denial::Repeated,
+        Denial::Oversize,
+        Denial::KeyInQuery,
+        Denial::Invalid,
+        Denial::RateLimited(0),
+        Denial::NoKeys,
+    ];
+
+    /// The kind's position in [`Self::ALL`]: a new kind does not compile until it has one.
+    pub fn index(self) -> usize {
+        match self {
+            Denial::Missing => 0,
+            Denial::Repeated => 1,
+            Denial::Oversize => 2,
+            Denial::KeyInQuery => 3,
+            Denial::Invalid => 4,
+            Denial::RateLimited(_) => 5,
+            Denial::NoKeys => 6,
+        }
+    }
+
     /// A short label for logs and metrics.
     pub fn reason(self) -> &'static str {
         match self {
@@ -315,6 +342,15 @@ mod tests {
     fn check(auth: &Authenticator, keys: &[&str], uri: &str) -> Result<String, Denial> {
         let (headers, uri) = request(keys, uri);
         auth.check(&headers, &uri, "127.0.0.1".parse().unwrap()).map(|c| c.id.to_string())
+    }
+
+    #[test]
+    fn every_denial_kind_has_its_own_place_and_label() {
+        for (i, denial) in Denial::ALL.iter().enumerate() {
+            assert_eq!(denial.index(), i);
+        }
+        let labels: std::collections::HashSet<_> = Denial::ALL.iter().map(|d| d.reason()).collect();
+        assert_eq!(labels.len(), Denial::COUNT);
     }
 
     #[test]
