@@ -45,6 +45,9 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
     Worker(#[source] std::io::Error),
+    /// `source = "file"` without a directory (the configuration check refuses this).
+    #[error("secrets.dir: required when source = \"file\"")]
+    NoSecretDir,
     /// The Key Vault source could not be set up.
     #[error("Key Vault: {0}")]
     KeyVault(#[from] KeyVaultError),
@@ -119,7 +122,9 @@ impl App {
         };
         let (source, interval) = match secrets_config.source {
             SecretSource::File => {
-                let dir = secrets_config.dir.clone().expect("validated: file source has a dir");
+                let Some(dir) = secrets_config.dir.clone() else {
+                    return Err(StartError::NoSecretDir);
+                };
                 (Source::File(FileSource::new(dir)), secrets_config.watch_interval)
             }
             SecretSource::Keyvault => (
@@ -165,7 +170,7 @@ impl App {
         let workers = ingress_config.worker_count();
         let ingress_listener = bind("ingress", ingress_config.listen).await?;
         let ingress_addr = local_addr("ingress", ingress_listener.local_addr())?;
-        let ingress = Ingress::new(ingress_config, &config.backend_uri(), auth, metrics.clone());
+        let ingress = Ingress::new(ingress_config, auth, metrics.clone());
         let (acceptor, ingress_ends) = Acceptor::new(workers);
         let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
         servers.spawn(acceptor.run(ingress_listener, permits, shutdown.subscribe()));

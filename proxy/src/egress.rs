@@ -20,7 +20,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tracing::Instrument;
 
-use crate::config::{upstream_uri, EgressConfig};
+use crate::config::EgressConfig;
 use crate::error::ProxyError;
 use crate::forward::{self, Upstream};
 use crate::headers;
@@ -72,28 +72,17 @@ impl Egress {
             .routes
             .iter()
             .enumerate()
-            .map(|(position, route)| {
-                let uri = upstream_uri(&route.upstream).expect("validated upstream");
-                let authority = uri.authority().expect("validated upstream").clone();
-                let mut static_headers = HeaderMap::new();
-                for (name, value) in &route.headers {
-                    static_headers.insert(
-                        HeaderName::from_bytes(name.as_bytes()).expect("validated name"),
-                        HeaderValue::from_str(value).expect("validated value"),
-                    );
-                }
-                Route {
-                    position,
-                    prefix: route.prefix.clone(),
-                    scheme: uri.scheme().expect("validated upstream").clone(),
-                    host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
-                    authority,
-                    base_path: uri.path().to_owned(),
-                    header: HeaderName::from_bytes(route.header.as_bytes()).expect("validated"),
-                    secret: route.secret.clone(),
-                    timeout: route.timeout,
-                    static_headers,
-                }
+            .map(|(position, route)| Route {
+                position,
+                prefix: route.prefix.clone(),
+                scheme: route.upstream.scheme().clone(),
+                host: route.upstream.host_header().clone(),
+                authority: route.upstream.authority().clone(),
+                base_path: route.upstream.path().to_owned(),
+                header: route.header.clone(),
+                secret: route.secret.clone(),
+                timeout: route.timeout,
+                static_headers: route.static_headers(),
             })
             .collect();
         // Longest prefix first, so `/health/v2/` wins over `/health/`.

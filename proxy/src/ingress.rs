@@ -51,28 +51,17 @@ pub struct Ingress {
 
 impl Ingress {
     /// Builds the handler from validated config.
-    pub fn new(
-        config: &IngressConfig,
-        backend: &Uri,
-        auth: Arc<Authenticator>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let authority = backend.authority().expect("validated backend").clone();
+    pub fn new(config: &IngressConfig, auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
         let challenge = match &config.resource_metadata {
-            Some(url) => HeaderValue::try_from(format!("Bearer resource_metadata=\"{url}\""))
-                .expect("validated metadata URL"),
+            Some(metadata) => metadata.challenge.clone(),
             None => HeaderValue::from_static("ApiKey header=\"X-Api-Key\""),
         };
         Self {
             auth,
-            backend_host: HeaderValue::from_str(authority.as_str()).expect("valid authority"),
-            backend: Backend::new(authority),
+            backend_host: config.backend.host_header().clone(),
+            backend: Backend::new(config.backend.authority().clone()),
             backend_timeout: config.backend_timeout,
-            allowed_origins: config
-                .allowed_origins
-                .iter()
-                .map(|o| HeaderValue::from_str(o.trim_end_matches('/')).expect("validated origin"))
-                .collect(),
+            allowed_origins: config.allowed_origins.iter().map(|o| o.0.clone()).collect(),
             challenge,
             oauth: config.resource_metadata.is_some(),
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),

@@ -99,7 +99,7 @@ fn summary(config: &Config) -> String {
     format!(
         "ingress {} -> {}; admin {}; clients: {}; secrets: {source}",
         config.ingress.listen,
-        config.ingress.backend,
+        config.ingress.backend.as_str(),
         config.admin.listen,
         clients.join(", ")
     )

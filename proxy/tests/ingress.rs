@@ -215,7 +215,11 @@ async fn backend_faults_give_502_and_504() {
     secrets.write_secret("alpha-key", ALPHA);
     secrets.write_secret("beta-key", BETA);
     let mut config = config(&pod.backend, &secrets, "");
-    config.ingress.backend = format!("http://{dead}");
+    config.ingress.backend = keyward::config::url::CheckedUrl::parse(
+        &format!("http://{dead}"),
+        &keyward::config::url::BACKEND,
+    )
+    .unwrap();
     let app = App::start(config, Default::default()).await.unwrap();
     let mut reply = get_with_key(app.ingress_addr, "/", ALPHA).await;
     for _ in 0..100 {

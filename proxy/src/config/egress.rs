@@ -2,14 +2,14 @@
 //! credential each one gets. Anything not listed here is never forwarded.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
-use http::Uri;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
+use super::url::CheckedUrl;
 use super::{check_secret_name, duration, invalid, ConfigError};
 
 /// `[egress]`.
@@ -37,26 +37,50 @@ pub struct RouteConfig {
     /// Path prefix on the egress listener, `/name/`.
     pub prefix: String,
     /// Upstream base URL ending in `/`; https, or http for a loopback host only.
-    pub upstream: String,
+    #[serde(deserialize_with = "upstream")]
+    pub upstream: CheckedUrl,
     /// The credential header to inject.
-    #[serde(default = "default_header")]
-    pub header: String,
+    #[serde(default = "default_header", deserialize_with = "header_name")]
+    pub header: HeaderName,
     /// Name of the secret holding the credential.
     pub secret: String,
     /// Time to the upstream's response headers (504 after).
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
-    /// Extra static, non-secret headers.
+    /// Extra static, non-secret headers, by name as written (for errors) and as parsed.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, StaticValue>,
+}
+
+/// A static header value (`egress.routes[].headers`), checked once.
+#[derive(Debug, Clone)]
+pub struct StaticValue(pub HeaderValue);
+
+impl<'de> Deserialize<'de> for StaticValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HeaderValue::from_str(&text)
+            .map(StaticValue)
+            .map_err(|_| serde::de::Error::custom("not a valid header value"))
+    }
+}
+
+fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<CheckedUrl, D::Error> {
+    super::url::deserialize(d, &super::url::UPSTREAM)
+}
+
+fn header_name<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+    let text = String::deserialize(d)?;
+    HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| serde::de::Error::custom("not a valid header name"))
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8090))
 }
 
-fn default_header() -> String {
-    "Ocp-Apim-Subscription-Key".into()
+fn default_header() -> HeaderName {
+    crate::headers::OCP_APIM_SUBSCRIPTION_KEY
 }
 
 fn default_timeout() -> Duration {
@@ -96,9 +120,7 @@ impl EgressConfig {
             if !prefixes.insert(route.prefix.as_str()) {
                 return Err(invalid(key("prefix"), "another route has the same prefix"));
             }
-            upstream_uri(&route.upstream).map_err(|problem| invalid(key("upstream"), problem))?;
-            let header = HeaderName::from_bytes(route.header.as_bytes())
-                .map_err(|_| invalid(key("header"), "not a valid header name"))?;
+            let header = &route.header;
             if matches!(
                 header.as_str(),
                 "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
@@ -109,7 +131,7 @@ impl EgressConfig {
             if route.timeout.is_zero() {
                 return Err(invalid(key("timeout"), "must be longer than zero"));
             }
-            for (name, value) in &route.headers {
+            for name in route.headers.keys() {
                 let field = key(&format!("headers.{name}"));
                 let parsed = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| invalid(field.clone(), "not a valid header name"))?;
@@ -121,35 +143,22 @@ impl EgressConfig {
                         "looks like a credential; credentials come from the secret store, never the config",
                     ));
                 }
-                HeaderValue::from_str(value)
-                    .map_err(|_| invalid(field, "not a valid header value"))?;
             }
         }
         Ok(())
     }
 }
 
-/// Parses a route's upstream: `https://host[:port]/base/`, or `http://` to a loopback host.
-pub fn upstream_uri(text: &str) -> Result<Uri, &'static str> {
-    const SHAPE: &str = "must be https://host[:port]/path/ (http only for a loopback host), \
-                         ending in /, with no query or user info";
-    let uri: Uri = text.parse().map_err(|_| SHAPE)?;
-    let authority = uri.authority().ok_or(SHAPE)?;
-    if authority.as_str().contains('@') || uri.query().is_some() || !uri.path().ends_with('/') {
-        return Err(SHAPE);
+impl RouteConfig {
+    /// The static headers, parsed (their names were checked by [`EgressConfig::validate`]).
+    pub fn static_headers(&self) -> http::HeaderMap {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((HeaderName::from_bytes(name.as_bytes()).ok()?, value.0.clone()))
+            })
+            .collect()
     }
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if is_loopback_host(authority.host()) => Ok(uri),
-        Some("http") => Err("plain http is allowed only to a loopback host; use https"),
-        _ => Err(SHAPE),
-    }
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -226,26 +235,5 @@ mod tests {
         let twice = format!("[egress]\n{ROUTE}{ROUTE}");
         assert!(with_egress(&twice).unwrap_err().starts_with("egress.routes[1].prefix:"));
         assert!(with_egress("[egress]\n").unwrap_err().starts_with("egress.routes:"));
-    }
-
-    #[test]
-    fn upstreams_must_be_https_or_loopback_http() {
-        assert!(upstream_uri("https://apim.example.net/biotrackr/").is_ok());
-        assert!(upstream_uri("http://127.0.0.1:8095/").is_ok());
-        assert!(upstream_uri("http://[::1]:8095/api/").is_ok());
-        assert!(upstream_uri("http://localhost:8095/").is_ok());
-        assert_eq!(
-            upstream_uri("http://apim.example.net/"),
-            Err("plain http is allowed only to a loopback host; use https")
-        );
-        for bad in [
-            "https://apim.example.net/no-slash",
-            "https://user:pw@apim.example.net/",
-            "https://apim.example.net/?code=1",
-            "ftp://apim.example.net/",
-            "/relative/",
-        ] {
-            assert!(upstream_uri(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -9,14 +9,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::Uri;
+use http::{HeaderValue, Uri};
 use serde::Deserialize;
 
 mod egress;
 mod secrets;
 mod telemetry;
+pub mod url;
 
-pub use egress::{upstream_uri, EgressConfig, RouteConfig};
+pub use egress::{EgressConfig, RouteConfig, StaticValue};
 pub use secrets::{CredentialKind, SecretSource, SecretsConfig};
 pub use telemetry::{LogFormat, OtlpProtocol, TelemetryConfig};
 
@@ -75,18 +76,19 @@ pub struct IngressConfig {
     #[serde(default = "defaults::ingress_listen")]
     pub listen: SocketAddr,
     /// The MCP server in the same pod, `http://host:port`.
-    #[serde(default = "defaults::backend")]
-    pub backend: String,
+    #[serde(default = "defaults::backend", deserialize_with = "typed::backend")]
+    pub backend: url::CheckedUrl,
     /// Browser origins allowed to call; any other `Origin` gets 403.
     #[serde(default)]
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<Origin>,
     /// Named clients and the secret holding each one's key.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
     /// TLS termination; plain HTTP (and h2c) when absent.
     pub tls: Option<TlsConfig>,
     /// RFC 9728 metadata URL; when set, 401s say `Bearer resource_metadata=...`.
-    pub resource_metadata: Option<String>,
+    #[serde(default, deserialize_with = "typed::metadata")]
+    pub resource_metadata: Option<ResourceMetadata>,
     /// Open connections at most; further clients wait in the accept backlog.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -138,6 +140,51 @@ impl IngressConfig {
     }
 }
 
+/// A browser origin allowed to call (`ingress.allowed_origins[]`), as `Origin` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(pub HeaderValue);
+
+/// `ingress.resource_metadata`, and the `WWW-Authenticate` challenge that names it.
+#[derive(Debug, Clone)]
+pub struct ResourceMetadata {
+    /// The metadata URL.
+    pub url: url::CheckedUrl,
+    /// `Bearer resource_metadata="<url>"`.
+    pub challenge: HeaderValue,
+}
+
+/// Deserializers that turn text into the types the rest of keyward uses, once.
+mod typed {
+    use super::*;
+    use serde::Deserializer;
+
+    pub(super) fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<url::CheckedUrl, D::Error> {
+        url::deserialize(d, &url::BACKEND)
+    }
+
+    /// An origin as the `Origin` header carries it (no trailing `/`).
+    impl<'de> Deserialize<'de> for Origin {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let url = url::deserialize(d, &url::ORIGIN)?;
+            let origin = format!("{}://{}", url.scheme(), url.authority());
+            HeaderValue::from_str(&origin)
+                .map(Origin)
+                .map_err(|_| serde::de::Error::custom(url::ORIGIN.shape))
+        }
+    }
+
+    pub(super) fn metadata<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<ResourceMetadata>, D::Error> {
+        let url = url::deserialize(d, &url::METADATA)?;
+        // It goes into a WWW-Authenticate header: what cannot be one is refused here.
+        let challenge =
+            HeaderValue::try_from(format!("Bearer resource_metadata=\"{}\"", url.as_str()))
+                .map_err(|_| serde::de::Error::custom(url::METADATA.shape))?;
+        Ok(Some(ResourceMetadata { url, challenge }))
+    }
+}
+
 /// `[[ingress.clients]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,8 +232,9 @@ mod defaults {
     pub(super) fn admin_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 9090))
     }
-    pub(super) fn backend() -> String {
-        "http://127.0.0.1:8081".into()
+    pub(super) fn backend() -> url::CheckedUrl {
+        url::CheckedUrl::parse("http://127.0.0.1:8081", &url::BACKEND)
+            .unwrap_or_else(|problem| unreachable!("the default backend URL: {problem}"))
     }
     pub(super) fn max_connections() -> usize {
         4096
@@ -248,7 +296,6 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let ingress = &self.ingress;
-        backend_uri(&ingress.backend)?;
         if ingress.clients.is_empty() {
             return Err(invalid(
                 "ingress.clients",
@@ -278,24 +325,7 @@ impl Config {
                 ));
             }
         }
-        for (i, origin) in ingress.allowed_origins.iter().enumerate() {
-            if !is_origin(origin) {
-                return Err(invalid(
-                    format!("ingress.allowed_origins[{i}]"),
-                    "must be an origin: scheme://host[:port], no path",
-                ));
-            }
-        }
         self.telemetry.validate()?;
-        if let Some(url) = &ingress.resource_metadata {
-            // It goes into a WWW-Authenticate header: what cannot be one is refused here.
-            let header = http::HeaderValue::try_from(format!("Bearer resource_metadata=\"{url}\""));
-            let uri = url.parse::<Uri>();
-            let https = uri.is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some());
-            if !https || url.contains('"') || header.is_err() {
-                return Err(invalid("ingress.resource_metadata", "must be an https URL"));
-            }
-        }
         for (key, value) in [
             ("ingress.max_connections", ingress.max_connections as u64),
             ("ingress.max_header_bytes", ingress.max_header_bytes as u64),
@@ -349,20 +379,10 @@ impl Config {
         names
     }
 
-    /// The backend as a URI (validated at load).
-    pub fn backend_uri(&self) -> Uri {
-        backend_uri(&self.ingress.backend).expect("validated at load")
+    /// The backend's URI.
+    pub fn backend_uri(&self) -> &Uri {
+        self.ingress.backend.uri()
     }
-}
-
-fn backend_uri(text: &str) -> Result<Uri, ConfigError> {
-    let problem = "must be http://host:port of the MCP server in the pod (no path, no query)";
-    let uri: Uri = text.parse().map_err(|_| invalid("ingress.backend", problem))?;
-    let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !path_ok {
-        return Err(invalid("ingress.backend", problem));
-    }
-    Ok(uri)
 }
 
 fn is_client_id(id: &str) -> bool {
@@ -380,16 +400,6 @@ fn check_secret_name(key: &str, name: &str) -> Result<(), ConfigError> {
     } else {
         Err(invalid(key, "a secret name is 1-127 characters of 0-9 a-z A-Z -"))
     }
-}
-
-fn is_origin(origin: &str) -> bool {
-    let Ok(uri) = origin.parse::<Uri>() else {
-        return false;
-    };
-    matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.authority().is_some()
-        && !origin.trim_end_matches('/').contains(|c: char| c.is_whitespace())
-        && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
 }
 
 /// Replaces every double-quoted value in a parser message, and the value of an unknown enum

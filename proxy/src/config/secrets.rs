@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::Uri;
 use serde::Deserialize;
 
+use super::url::{self, CheckedUrl};
 use super::{duration, invalid, ConfigError};
 
 /// Where secrets come from.
@@ -39,7 +39,8 @@ pub struct SecretsConfig {
     /// Directory of secret files (`source = "file"`).
     pub dir: Option<PathBuf>,
     /// Vault URL (`source = "keyvault"`).
-    pub vault_url: Option<String>,
+    #[serde(default, deserialize_with = "vault_url")]
+    pub vault_url: Option<CheckedUrl>,
     /// Connect to this address for the vault's host instead of resolving it (a private
     /// endpoint without DNS, a local emulator); TLS still verifies the vault's name.
     pub vault_address: Option<std::net::IpAddr>,
@@ -85,21 +86,10 @@ impl SecretsConfig {
                 }
             }
             SecretSource::Keyvault => {
-                let url = secrets.vault_url.as_deref().ok_or_else(|| {
-                    invalid("secrets.vault_url", "required when source = \"keyvault\"")
-                })?;
-                let uri: Option<Uri> = url.parse().ok();
-                let ok = uri.as_ref().is_some_and(|u| {
-                    u.scheme_str() == Some("https")
-                        && u.host().is_some()
-                        && u.query().is_none()
-                        && !u.authority().is_some_and(|a| a.as_str().contains('@'))
-                        && matches!(u.path(), "" | "/")
-                });
-                if !ok {
+                if secrets.vault_url.is_none() {
                     return Err(invalid(
                         "secrets.vault_url",
-                        "must be https://<vault>.vault.azure.net/ (https, no path or query)",
+                        "required when source = \"keyvault\"",
                     ));
                 }
                 if let Some(host) = &secrets.authority_host {
@@ -127,25 +117,15 @@ impl SecretsConfig {
     }
 }
 
-/// An authority host is `https://host[:port]` with at most a `/` path: the SDK joins
-/// `/{tenant}/oauth2/v2.0/token` onto it, which would silently drop any path.
+/// An authority host is `https://host[:port]` (see [`url::AUTHORITY_HOST`]).
 fn check_authority_host(host: &str) -> Result<(), ConfigError> {
-    let uri: Option<Uri> = host.parse().ok();
-    let ok = uri.as_ref().is_some_and(|u| {
-        u.scheme_str() == Some("https")
-            && u.host().is_some_and(|h| !h.is_empty())
-            && u.query().is_none()
-            && !u.authority().is_some_and(|a| a.as_str().contains('@'))
-            && matches!(u.path(), "" | "/")
-    }) && !host.contains('#');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "secrets.authority_host",
-            "must be https://<host>[:port] such as https://login.microsoftonline.us (https, no path or query)",
-        ))
-    }
+    CheckedUrl::parse(host, &url::AUTHORITY_HOST)
+        .map(drop)
+        .map_err(|problem| invalid("secrets.authority_host", problem))
+}
+
+fn vault_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CheckedUrl>, D::Error> {
+    url::deserialize(d, &url::VAULT).map(Some)
 }
 
 fn refresh_interval() -> Duration {

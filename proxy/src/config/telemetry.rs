@@ -1,6 +1,5 @@
 //! `[telemetry]`: logs and trace export. An endpoint is a place, never a credential.
 
-use http::Uri;
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
@@ -61,12 +60,8 @@ impl Default for TelemetryConfig {
 impl TelemetryConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(endpoint) = &self.otlp_endpoint {
-            let uri: Option<Uri> = endpoint.parse().ok();
-            if !uri.is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            }) {
-                return Err(invalid("telemetry.otlp_endpoint", "must be an http(s) URL"));
-            }
+            super::url::CheckedUrl::parse(endpoint, &super::url::OTLP)
+                .map_err(|problem| invalid("telemetry.otlp_endpoint", problem))?;
         }
         Ok(())
     }

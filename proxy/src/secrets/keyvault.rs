@@ -75,11 +75,13 @@ impl std::fmt::Debug for KeyVaultSource {
 impl KeyVaultSource {
     /// Builds the credential and the client from validated config.
     pub fn new(config: &SecretsConfig) -> Result<Self, KeyVaultError> {
-        let vault_url = config.vault_url.as_deref().expect("validated: keyvault has a vault_url");
-        let pin = match (config.vault_address, url_host(vault_url)) {
-            (Some(ip), Some(host)) => Some((host, ip)),
-            _ => None,
+        let Some(vault_url) = &config.vault_url else {
+            return Err(KeyVaultError::Setup {
+                what: "the Key Vault client",
+                kind: "no vault_url".into(),
+            });
         };
+        let pin = config.vault_address.map(|ip| (vault_url.authority().host().to_owned(), ip));
         let transport = AzureTransport::new(config.ca_file.as_deref(), pin)?;
         let client_options = ClientOptions {
             transport: Some(Transport::new(Arc::new(transport))),
@@ -95,7 +97,7 @@ impl KeyVaultSource {
             verify_challenge_resource: Some(config.verify_challenge_resource),
             ..Default::default()
         };
-        let client = SecretClient::new(vault_url, credential, Some(options))
+        let client = SecretClient::new(vault_url.as_str(), credential, Some(options))
             .map_err(|e| setup("the Key Vault client", &e))?;
         Ok(Self {
             client,
@@ -271,10 +273,6 @@ fn describe(err: &azure_core::Error) -> String {
 
 fn instant_at(epoch_secs: i64, now: i64) -> Instant {
     Instant::now() + Duration::from_secs(epoch_secs.saturating_sub(now).max(0) as u64)
-}
-
-fn url_host(url: &str) -> Option<String> {
-    url.parse::<http::Uri>().ok()?.host().map(str::to_owned)
 }
 
 #[cfg(test)]
