@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 use keyward::auth::{Authenticator, FailureLimiter};
 use keyward::config::ClientConfig;
 use keyward::secret::Secret;
-use keyward::secrets::{Loaded, SecretStore};
+use keyward::secrets::{Consumer, Loaded, SecretStore};
 
 fn key(i: usize) -> String {
     format!("client-{i:03}-key-0123456789abcdef0123456789")
@@ -27,8 +27,8 @@ fn setup(clients: usize) -> Authenticator {
         .map(|i| (format!("secret-{i}"), Loaded::Value(Secret::from_string(key(i)))))
         .collect();
     store.apply(values, Instant::now());
-    let auth = Authenticator::new(FailureLimiter::new(60, 10));
-    auth.rebuild(&configs, &store.snapshot());
+    let auth = Authenticator::new(FailureLimiter::new(60, 10), configs);
+    auth.rebuild(&store.snapshot());
     auth
 }
 

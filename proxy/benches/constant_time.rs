@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 use keyward::auth::{Authenticator, FailureLimiter};
 use keyward::config::ClientConfig;
 use keyward::secret::Secret;
-use keyward::secrets::{Loaded, SecretStore};
+use keyward::secrets::{Consumer, Loaded, SecretStore};
 
 const SAMPLES: usize = 1_000_000;
 
@@ -41,8 +41,8 @@ fn authenticator(keys: &[String]) -> Authenticator {
         .map(|(i, key)| (format!("secret-{i}"), Loaded::Value(Secret::from_string(key.clone()))))
         .collect();
     store.apply(values, Instant::now());
-    let auth = Authenticator::new(FailureLimiter::new(u32::MAX, u32::MAX));
-    auth.rebuild(&configs, &store.snapshot());
+    let auth = Authenticator::new(FailureLimiter::new(u32::MAX, u32::MAX), configs);
+    auth.rebuild(&store.snapshot());
     auth
 }
 

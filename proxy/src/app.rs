@@ -15,7 +15,7 @@ use crate::egress::Egress;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::secrets::{
-    self, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Snapshot, Source,
+    self, Consumer, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Source,
 };
 use crate::server::{self, Acceptor, ConnLimits, Connections};
 use crate::telemetry::redact::Redactor;
@@ -75,6 +75,10 @@ impl App {
     /// Binds every listener and starts serving. Secrets load in the background; until they
     /// are, both paths refuse every request and `/readyz` says why. `redactor` learns every
     /// loaded value, for the telemetry's last line of defence.
+    ///
+    /// The stages: what the requests are checked by (the authenticator, egress), the secret
+    /// pipeline that rebuilds them from every snapshot, the workers that serve ingress and
+    /// egress, the admin listener.
     pub async fn start(config: Config, redactor: Arc<Redactor>) -> Result<Self, StartError> {
         let (shutdown, _) = watch::channel(false);
         let mut servers = JoinSet::new();
@@ -84,67 +88,32 @@ impl App {
             config.egress.iter().flat_map(|e| e.routes.iter().map(|r| r.prefix.clone())).collect();
         let metrics = Arc::new(Metrics::new(clients, routes));
         let ingress_config = &config.ingress;
-        let secrets_config = &config.secrets;
 
         let limiter = FailureLimiter::new(
             ingress_config.auth_failures_per_minute,
             ingress_config.auth_failure_burst,
         );
-        let auth = Arc::new(Authenticator::new(limiter));
+        let auth = Arc::new(Authenticator::new(limiter, ingress_config.clients.clone()));
         let egress = match &config.egress {
-            Some(egress_config) => {
-                let egress = Egress::new(
-                    egress_config,
-                    ingress_config.max_header_bytes,
-                    ingress_config.max_body_bytes,
-                    metrics.clone(),
-                )?;
-                Some((egress_config, Arc::new(egress)))
-            }
+            Some(egress_config) => Some(Arc::new(Egress::new(
+                egress_config,
+                ingress_config.max_header_bytes,
+                ingress_config.max_body_bytes,
+                metrics.clone(),
+            )?)),
             None => None,
         };
 
-        // Everything derived from the secrets is rebuilt from each new snapshot before it is
-        // published: a request never meets a snapshot newer than the keyring it is checked by.
-        let store = {
-            let (auth, clients) = (auth.clone(), ingress_config.clients.clone());
-            let egress = egress.as_ref().map(|(_, egress)| egress.clone());
-            let rebuild = move |snapshot: &Snapshot| {
-                redactor.update(snapshot);
-                auth.rebuild(&clients, snapshot);
-                if let Some(egress) = &egress {
-                    egress.rebuild(snapshot);
-                }
-            };
-            let store =
-                SecretStore::new(config.referenced_secrets(), secrets_config.rotation_overlap);
-            Arc::new(store.on_change(Box::new(rebuild)))
-        };
-        let (source, interval) = match secrets_config.source {
-            SecretSource::File => {
-                let Some(dir) = secrets_config.dir.clone() else {
-                    return Err(StartError::NoSecretDir);
-                };
-                (Source::File(FileSource::new(dir)), secrets_config.watch_interval)
-            }
-            SecretSource::Keyvault => (
-                Source::KeyVault(KeyVaultSource::new(secrets_config)?),
-                secrets_config.refresh_interval,
-            ),
-        };
-        background.spawn(secrets::run(
-            store.clone(),
-            source,
-            interval,
-            metrics.clone(),
-            shutdown.subscribe(),
-        ));
+        // What is derived from the secrets, rebuilt from each snapshot before it is published.
+        let mut consumers: Vec<Arc<dyn Consumer>> = vec![redactor, auth.clone()];
+        consumers.extend(egress.iter().map(|egress| egress.clone() as Arc<dyn Consumer>));
+        let store = secret_pipeline(&config, consumers, &metrics, &mut background, &shutdown)?;
 
         let tls = match &ingress_config.tls {
             Some(tls) => {
                 let cert = ReloadingCert::load(&tls.cert, &tls.key)?;
                 let acceptor = cert.acceptor();
-                background.spawn(cert.watch(secrets_config.watch_interval));
+                background.spawn(cert.watch(config.secrets.watch_interval));
                 Some(acceptor)
             }
             None => None,
@@ -160,22 +129,17 @@ impl App {
             max_header_bytes: ingress_config.max_header_bytes,
             shutdown_grace: ingress_config.shutdown_grace,
         };
-        let ingress_limits = ConnLimits {
-            unauthenticated_timeout: Some(ingress_config.unauthenticated_timeout()),
-            ..limits
-        };
 
         // Ingress and egress are served by worker threads, each with its own backend pools;
         // one acceptor per listener hands them connections (see `server::Acceptor`).
         let workers = ingress_config.worker_count();
         let ingress_listener = bind("ingress", ingress_config.listen).await?;
         let ingress_addr = local_addr("ingress", ingress_listener.local_addr())?;
-        let ingress = Ingress::new(ingress_config, auth, metrics.clone());
         let (acceptor, ingress_ends) = Acceptor::new(workers);
         let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
         servers.spawn(acceptor.run(ingress_listener, permits, shutdown.subscribe()));
-        let (egress_ends, egress_addr) = match egress {
-            Some((egress_config, egress)) => {
+        let (mut egress_ends, egress_addr) = match (&config.egress, &egress) {
+            (Some(egress_config), Some(_)) => {
                 if egress_config.unsafe_listen_beyond_loopback
                     && !egress_config.listen.ip().is_loopback()
                 {
@@ -190,31 +154,22 @@ impl App {
                 let (acceptor, ends) = Acceptor::new(workers);
                 let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
                 servers.spawn(acceptor.run(listener, permits, shutdown.subscribe()));
-                let ends = ends.into_iter().map(|end| Some((end, egress.clone()))).collect();
                 (ends, Some(addr))
             }
-            None => ((0..workers).map(|_| None).collect::<Vec<_>>(), None),
+            _ => (Vec::new(), None),
         };
-        for (index, (ingress_end, egress_end)) in
-            ingress_ends.into_iter().zip(egress_ends).enumerate()
-        {
-            let (ingress, tls) = (ingress.clone(), tls.clone());
-            let (ingress_shutdown, egress_shutdown) = (shutdown.subscribe(), shutdown.subscribe());
-            let worker = move || async move {
-                let ingress = Arc::new(ingress.for_worker());
-                let handler = move |request, peer| ingress.clone().handle(request, peer);
-                let serve_ingress =
-                    server::serve(ingress_end, tls, ingress_limits, handler, ingress_shutdown);
-                let serve_egress = async {
-                    let Some((end, egress)) = egress_end else { return };
-                    let egress = Arc::new(egress.for_worker());
-                    let handler = move |request, _: server::Peer| egress.clone().handle(request);
-                    server::serve(end, None, limits, handler, egress_shutdown).await;
-                };
-                tokio::join!(serve_ingress, serve_egress);
+        let ingress = Ingress::new(ingress_config, auth, metrics.clone());
+        for (index, ingress_end) in ingress_ends.into_iter().enumerate() {
+            let worker = Worker {
+                ingress: (ingress.for_worker(), ingress_end),
+                egress: egress
+                    .as_ref()
+                    .zip(egress_ends.pop())
+                    .map(|(e, end)| (e.for_worker(), end)),
+                tls: tls.clone(),
+                limits,
             };
-            let done = server::spawn_worker(format!("keyward-worker-{index}"), worker)
-                .map_err(StartError::Worker)?;
+            let done = worker.spawn(index, &shutdown).map_err(StartError::Worker)?;
             servers.spawn(done);
         }
 
@@ -260,6 +215,74 @@ impl App {
 /// Connections the kernel may hold for a listener before keyward accepts them (capped by
 /// `net.core.somaxconn`): a burst of clients, and those waiting for a slot under the cap.
 const BACKLOG: u32 = 4096;
+
+/// The secret store, its source, and the refresh that feeds it; `consumers` are rebuilt from
+/// every new snapshot before it is published.
+fn secret_pipeline(
+    config: &Config,
+    consumers: Vec<Arc<dyn Consumer>>,
+    metrics: &Arc<Metrics>,
+    background: &mut JoinSet<()>,
+    shutdown: &watch::Sender<bool>,
+) -> Result<Arc<SecretStore>, StartError> {
+    let secrets = &config.secrets;
+    let store = SecretStore::new(config.referenced_secrets(), secrets.rotation_overlap);
+    let store = Arc::new(store.with_consumers(consumers));
+    let (source, interval) = match secrets.source {
+        SecretSource::File => {
+            let Some(dir) = secrets.dir.clone() else {
+                return Err(StartError::NoSecretDir);
+            };
+            (Source::File(FileSource::new(dir)), secrets.watch_interval)
+        }
+        SecretSource::Keyvault => {
+            (Source::KeyVault(KeyVaultSource::new(secrets)?), secrets.refresh_interval)
+        }
+    };
+    let refresh =
+        secrets::run(store.clone(), source, interval, metrics.clone(), shutdown.subscribe());
+    background.spawn(refresh);
+    Ok(store)
+}
+
+/// One worker thread: its share of ingress connections and, with egress, of egress ones, each
+/// with handlers (and so backend pools) of its own.
+struct Worker {
+    ingress: (Ingress, Connections),
+    egress: Option<(Egress, Connections)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: ConnLimits,
+}
+
+impl Worker {
+    /// Starts the thread; the future completes when it has drained.
+    fn spawn(
+        self,
+        index: usize,
+        shutdown: &watch::Sender<bool>,
+    ) -> std::io::Result<impl std::future::Future<Output = ()>> {
+        let Worker { ingress: (ingress, ingress_end), egress, tls, limits } = self;
+        let ingress_limits = ConnLimits {
+            unauthenticated_timeout: Some(ingress.unauthenticated_timeout()),
+            ..limits
+        };
+        let (ingress_shutdown, egress_shutdown) = (shutdown.subscribe(), shutdown.subscribe());
+        let run = move || async move {
+            let ingress = Arc::new(ingress);
+            let handler = move |request, peer| ingress.clone().handle(request, peer);
+            let serve_ingress =
+                server::serve(ingress_end, tls, ingress_limits, handler, ingress_shutdown);
+            let serve_egress = async {
+                let Some((egress, end)) = egress else { return };
+                let egress = Arc::new(egress);
+                let handler = move |request, _: server::Peer| egress.clone().handle(request);
+                server::serve(end, None, limits, handler, egress_shutdown).await;
+            };
+            tokio::join!(serve_ingress, serve_egress);
+        };
+        server::spawn_worker(format!("keyward-worker-{index}"), run)
+    }
+}
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     let bound = || {

@@ -106,7 +106,7 @@ impl Egress {
     }
 
     /// Takes each route's credential from a new snapshot, as a sensitive header value.
-    pub fn rebuild(&self, snapshot: &Snapshot) {
+    fn credentials_from(&self, snapshot: &Snapshot) {
         let credentials = self
             .routes
             .iter()
@@ -234,6 +234,12 @@ impl Egress {
         let mut response = self.client.send(request, route.timeout).await?;
         forward::response_hygiene(&mut response, head)?;
         Ok((response.map(Either::Left), index))
+    }
+}
+
+impl crate::secrets::Consumer for Egress {
+    fn rebuild(&self, snapshot: &Snapshot) {
+        self.credentials_from(snapshot);
     }
 }
 

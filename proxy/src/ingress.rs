@@ -44,6 +44,7 @@ pub struct Ingress {
     /// Whether OAuth metadata exists; without it, discovery paths get 404 unauthenticated.
     oauth: bool,
     trusted_proxies: TrustedProxies,
+    unauthenticated_timeout: Duration,
     max_header_bytes: usize,
     max_body_bytes: u64,
     metrics: Arc<Metrics>,
@@ -65,10 +66,16 @@ impl Ingress {
             challenge,
             oauth: config.resource_metadata.is_some(),
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            unauthenticated_timeout: config.unauthenticated_timeout(),
             max_header_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
             metrics,
         }
+    }
+
+    /// How long a connection may go without an authenticated request.
+    pub fn unauthenticated_timeout(&self) -> Duration {
+        self.unauthenticated_timeout
     }
 
     /// A copy for another worker: the same keyring, limits and metrics, and a backend pool of

@@ -23,7 +23,7 @@ fn child() {
             vec![("k".into(), Loaded::Value(Secret::from_string(SENTINEL.into())))],
             Instant::now(),
         );
-        redactor.update(&store.snapshot());
+        keyward::secrets::Consumer::rebuild(&*redactor, &store.snapshot());
         let _telemetry = keyward::telemetry::init(&TelemetryConfig::default(), redactor);
         let task = tokio::spawn(async { panic!("request failed with key {SENTINEL}") });
         assert!(task.await.is_err(), "the task panicked");

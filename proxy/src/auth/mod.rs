@@ -205,20 +205,17 @@ impl Denial {
 /// Decides who a request comes from.
 #[derive(Debug)]
 pub struct Authenticator {
+    clients: Vec<ClientConfig>,
     digester: Digester,
     keyring: ArcSwap<Keyring>,
     limiter: FailureLimiter,
 }
 
 impl Authenticator {
-    /// An authenticator with no key loaded (refusing everything) until [`Self::rebuild`].
-    pub fn new(limiter: FailureLimiter) -> Self {
-        Self { digester: Digester::random(), keyring: ArcSwap::default(), limiter }
-    }
-
-    /// Re-digests the keys after a snapshot change.
-    pub fn rebuild(&self, clients: &[ClientConfig], snapshot: &Snapshot) {
-        self.keyring.store(Arc::new(Keyring::build(&self.digester, clients, snapshot)));
+    /// An authenticator for `clients`, with no key loaded (refusing everything) until it is
+    /// rebuilt from a snapshot (see [`crate::secrets::Consumer`]).
+    pub fn new(limiter: FailureLimiter, clients: Vec<ClientConfig>) -> Self {
+        Self { clients, digester: Digester::random(), keyring: ArcSwap::default(), limiter }
     }
 
     /// Authenticates one request from `peer`.
@@ -239,6 +236,13 @@ impl Authenticator {
             self.limiter.record_failure(peer, now);
         }
         outcome
+    }
+}
+
+impl crate::secrets::Consumer for Authenticator {
+    /// Re-digests the clients' keys.
+    fn rebuild(&self, snapshot: &Snapshot) {
+        self.keyring.store(Arc::new(Keyring::build(&self.digester, &self.clients, snapshot)));
     }
 }
 
@@ -297,7 +301,7 @@ fn query_has_credential(query: &str) -> bool {
 mod tests {
     use super::*;
     use crate::secret::Secret;
-    use crate::secrets::{Loaded, SecretStore};
+    use crate::secrets::{Consumer, Loaded, SecretStore};
     use std::time::Duration;
 
     const KEY_A: &str = "a-key-of-sufficient-length-0001";
@@ -326,8 +330,8 @@ mod tests {
     }
 
     fn auth(store: &SecretStore) -> Authenticator {
-        let auth = Authenticator::new(FailureLimiter::new(60, 100));
-        auth.rebuild(&clients(), &store.snapshot());
+        let auth = Authenticator::new(FailureLimiter::new(60, 100), clients());
+        auth.rebuild(&store.snapshot());
         auth
     }
 
@@ -401,7 +405,7 @@ mod tests {
         let store = store_with(KEY_A, KEY_B);
         let auth = auth(&store);
         load(&store, "alpha-rotated-key-of-good-length", KEY_B);
-        auth.rebuild(&clients(), &store.snapshot());
+        auth.rebuild(&store.snapshot());
         assert_eq!(check(&auth, &["alpha-rotated-key-of-good-length"], "/").unwrap(), "alpha");
         assert_eq!(check(&auth, &[KEY_A], "/").unwrap(), "alpha", "old key in the overlap");
         let keyring = auth.keyring.load();
@@ -413,8 +417,8 @@ mod tests {
     #[test]
     fn repeated_failures_are_rate_limited_per_peer() {
         let store = store_with(KEY_A, KEY_B);
-        let auth = Authenticator::new(FailureLimiter::new(1, 2));
-        auth.rebuild(&clients(), &store.snapshot());
+        let auth = Authenticator::new(FailureLimiter::new(1, 2), clients());
+        auth.rebuild(&store.snapshot());
         let (headers, uri) = request(&["wrong"], "/");
         let bad: IpAddr = "127.0.0.9".parse().unwrap();
         assert_eq!(auth.check(&headers, &uri, bad).unwrap_err(), Denial::Invalid);

@@ -104,14 +104,19 @@ pub enum Loaded {
     Unavailable,
 }
 
-/// Rebuilds what is derived from the secrets (digests, header values, redaction patterns).
-pub type OnChange = Box<dyn Fn(&Snapshot) + Send + Sync>;
+/// Something derived from the secrets (the client keyring, the egress credentials, the
+/// redaction patterns, and whatever comes next), rebuilt from every new snapshot before that
+/// snapshot is published: a request never meets a snapshot newer than what it is checked by.
+pub trait Consumer: Send + Sync {
+    /// Rebuilds from `snapshot`.
+    fn rebuild(&self, snapshot: &Snapshot);
+}
 
-/// Serves the current snapshot. Whatever is derived from it is rebuilt by the `on_change` hook
-/// before the snapshot becomes visible, so readiness never runs ahead of the keyring.
+/// Serves the current snapshot. Its consumers are rebuilt from a new snapshot before it becomes
+/// visible, so readiness never runs ahead of the keyring.
 pub struct SecretStore {
     current: ArcSwap<Snapshot>,
-    on_change: Option<OnChange>,
+    consumers: Vec<Arc<dyn Consumer>>,
     reload: Notify,
     names: Vec<String>,
     overlap: Duration,
@@ -131,16 +136,17 @@ impl SecretStore {
         let empty = Snapshot { missing: names.clone(), ..Snapshot::default() };
         Self {
             current: ArcSwap::from_pointee(empty),
-            on_change: None,
+            consumers: Vec::new(),
             reload: Notify::new(),
             names,
             overlap,
         }
     }
 
-    /// Calls `hook` with every new snapshot that changed anything, before it is published.
-    pub fn on_change(mut self, hook: OnChange) -> Self {
-        self.on_change = Some(hook);
+    /// Rebuilds `consumers`, in order, from every new snapshot that changed anything, before
+    /// it is published.
+    pub fn with_consumers(mut self, consumers: Vec<Arc<dyn Consumer>>) -> Self {
+        self.consumers = consumers;
         self
     }
 
@@ -224,8 +230,8 @@ impl SecretStore {
         let loaded_at = if answered { Some(SystemTime::now()) } else { old.loaded_at };
         let snapshot = Snapshot { secrets, missing, loaded_at };
         if publish {
-            if let Some(hook) = &self.on_change {
-                hook(&snapshot);
+            for consumer in &self.consumers {
+                consumer.rebuild(&snapshot);
             }
         }
         self.current.store(Arc::new(snapshot));
@@ -279,11 +285,15 @@ mod tests {
 
     #[test]
     fn an_unavailable_source_keeps_the_last_good_value() {
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = calls.clone();
-        let store = store().on_change(Box::new(move |_| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }));
+        struct Counter(std::sync::atomic::AtomicUsize);
+        impl Consumer for Counter {
+            fn rebuild(&self, _: &Snapshot) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let calls = Arc::new(Counter(std::sync::atomic::AtomicUsize::new(0)));
+        let store = store().with_consumers(vec![calls.clone()]);
+        let calls = &calls.0;
         let now = Instant::now();
         store.apply(vec![("a".into(), value("1")), ("b".into(), value("2"))], now);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -26,9 +26,9 @@ pub struct Redactor {
     patterns: ArcSwap<Vec<Zeroizing<Vec<u8>>>>,
 }
 
-impl Redactor {
+impl crate::secrets::Consumer for Redactor {
     /// Replaces the patterns with every value (current and overlapping) in `snapshot`.
-    pub fn update(&self, snapshot: &Snapshot) {
+    fn rebuild(&self, snapshot: &Snapshot) {
         let mut patterns = Vec::new();
         for versions in snapshot.values() {
             let values =
@@ -43,7 +43,9 @@ impl Redactor {
         patterns.dedup();
         self.patterns.store(Arc::new(patterns));
     }
+}
 
+impl Redactor {
     /// `text` with every pattern replaced; borrowed when nothing matched (the common case).
     pub fn redact<'a>(&self, text: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         let patterns = self.patterns.load();
@@ -192,6 +194,7 @@ impl<'a> MakeWriter<'a> for RedactingStdout {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+    use crate::secrets::Consumer;
     use crate::secrets::{Loaded, SecretStore};
     use std::time::{Duration, Instant};
 
@@ -204,7 +207,7 @@ mod tests {
             Instant::now(),
         );
         let redactor = Redactor::default();
-        redactor.update(&store.snapshot());
+        redactor.rebuild(&store.snapshot());
         redactor
     }
 
