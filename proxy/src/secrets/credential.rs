@@ -21,7 +21,7 @@ use azure_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
 };
 
-use super::keyvault::{setup, KeyVaultError};
+use super::azure_error::{setup, KeyVaultError};
 use crate::config::{CredentialKind, SecretsConfig};
 
 /// The credential `config` selects, on the transport in `client_options`.

@@ -5,6 +5,7 @@
 //! the snapshot as a previous version until the rotation overlap ends, so clients can move to a
 //! new key without a failed request. Nothing here formats a value.
 
+mod azure_error;
 mod credential;
 mod file;
 mod keyvault;
@@ -19,8 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+pub use azure_error::KeyVaultError;
 pub use file::FileSource;
-pub use keyvault::{KeyVaultError, KeyVaultSource};
+pub use keyvault::KeyVaultSource;
 pub use refresh::{run, Source};
 
 use crate::secret::Secret;
