@@ -18,19 +18,19 @@ use crate::Body;
 
 /// State the admin endpoints read.
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     store: Arc<SecretStore>,
     metrics: Arc<Metrics>,
 }
 
 impl Admin {
     /// The admin handler.
-    pub fn new(store: Arc<SecretStore>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(store: Arc<SecretStore>, metrics: Arc<Metrics>) -> Self {
         Self { store, metrics }
     }
 
     /// Answers one admin request.
-    pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Body> {
+    pub(crate) fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Body> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/livez") => {
                 text(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".into())

@@ -1,4 +1,6 @@
-//! Every way a proxied request can fail, who caused it, and the response the client sees.
+//! Every way a proxied request can fail and the response the client sees (one exhaustive
+//! match decides the status: 4xx for what the client sent, 502/504 for the upstream, 503 for
+//! keyward itself).
 //!
 //! The client gets a status and a short, fixed JSON body; nothing it sent and nothing the
 //! upstream said is echoed. Detail goes to the log, through `tracing` fields that carry no
@@ -10,17 +12,6 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::Body;
-
-/// Who caused a failure: decides between 4xx, 502/504 and 500/503.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// The client sent something refused.
-    Downstream,
-    /// The backend or upstream failed.
-    Upstream,
-    /// keyward itself cannot serve (no key loaded, internal fault).
-    Internal,
-}
 
 /// A request keyward answers itself instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,23 +55,6 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// Who caused it.
-    pub fn cause(&self) -> Cause {
-        match self {
-            ProxyError::Unauthorized
-            | ProxyError::RateLimited(_)
-            | ProxyError::ForbiddenOrigin
-            | ProxyError::MethodNotAllowed
-            | ProxyError::HeadersTooLarge
-            | ProxyError::BodyTooLarge
-            | ProxyError::NotFound
-            | ProxyError::BadRequest
-            | ProxyError::UnsupportedCoding => Cause::Downstream,
-            ProxyError::UpstreamTimeout | ProxyError::UpstreamUnavailable => Cause::Upstream,
-            ProxyError::NotReady => Cause::Internal,
-        }
-    }
-
     /// The status and the fixed `error` code of the body.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
@@ -157,13 +131,13 @@ impl From<crate::headers::Framing> for ProxyError {
 }
 
 /// A response with a body `{"error":"<code>"}`.
-pub fn json(status: StatusCode, code: &'static str) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, code: &'static str) -> Response<Body> {
     json_body(status, format!("{{\"error\":\"{code}\"}}"))
 }
 
 /// A response with a body `{"error":"<code>","message":"<message>"}`; both are keyward's own
 /// fixed text, which needs no escaping.
-pub fn json_message(
+pub(crate) fn json_message(
     status: StatusCode,
     code: &'static str,
     message: &'static str,
@@ -210,8 +184,6 @@ mod tests {
     #[test]
     fn causes_decide_status_classes() {
         assert_eq!(ProxyError::UpstreamTimeout.status().0, 504);
-        assert_eq!(ProxyError::UpstreamTimeout.cause(), Cause::Upstream);
-        assert_eq!(ProxyError::BodyTooLarge.cause(), Cause::Downstream);
         assert_eq!(ProxyError::NotReady.status().0, 503);
     }
 }

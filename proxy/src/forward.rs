@@ -26,11 +26,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::error::ProxyError;
 
 /// A client request body: the incoming stream, capped at the configured size.
-pub type RequestBody = Limited<Incoming>;
+pub(crate) type RequestBody = Limited<Incoming>;
 
 /// A pooled client over connector `C`.
 #[derive(Debug, Clone)]
-pub struct Upstream<C = HttpConnector> {
+pub(crate) struct Upstream<C> {
     client: Client<C, RequestBody>,
 }
 
@@ -43,7 +43,7 @@ const MAX_IDLE: usize = 512;
 /// What one upstream connection reads ahead at most, and so the largest body chunk it hands
 /// on. hyper's default (about 400 KiB) let a client that stops reading hold a megabyte of
 /// keyward's memory per connection: one such chunk queued on each side.
-pub const MAX_READ_AHEAD: usize = 16 * 1024;
+pub(crate) const MAX_READ_AHEAD: usize = 16 * 1024;
 
 fn tcp() -> HttpConnector {
     let mut connector = HttpConnector::new();
@@ -67,7 +67,7 @@ impl Upstream<HttpsConnector<HttpConnector>> {
     /// An HTTPS client (h2 or HTTP/1.1 by ALPN) over `tls` (see [`crate::trust::client_config`]),
     /// with SNI and hostname verification always on. Plain http is accepted too: config
     /// validation allows it only for loopback upstreams.
-    pub fn https(tls: rustls::ClientConfig) -> Self {
+    pub(crate) fn https(tls: rustls::ClientConfig) -> Self {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -84,7 +84,7 @@ where
 {
     /// Sends `request` and waits up to `timeout` for the response headers. The body streams
     /// afterwards; dropping the returned future or body cancels the upstream exchange.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<RequestBody>,
         timeout: Duration,
@@ -104,7 +104,10 @@ where
 /// framing removed (hyper frames the body again as it sends it on). A transfer coding keyward
 /// does not undo is the upstream's fault: 502. `head` says the request was a HEAD, whose
 /// `Content-Length` describes a body that is not sent (as a 304's does).
-pub fn response_hygiene<B>(response: &mut Response<B>, head: bool) -> Result<(), ProxyError> {
+pub(crate) fn response_hygiene<B>(
+    response: &mut Response<B>,
+    head: bool,
+) -> Result<(), ProxyError> {
     let keep_length = head || response.status() == http::StatusCode::NOT_MODIFIED;
     let headers = response.headers_mut();
     crate::headers::remove_hop_by_hop(headers);
@@ -154,7 +157,7 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// back when its response body has been read to the end (see [`UpstreamBody`]), the most
 /// recently used goes out first, and one idle for [`IDLE_TIMEOUT`] is closed.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// `host:port`.
     authority: Authority,
     /// Oldest first.
@@ -170,18 +173,18 @@ struct Idle {
 
 impl Backend {
     /// A pool for `authority` (`host:port`); it opens connections on demand.
-    pub fn new(authority: Authority) -> Arc<Self> {
+    pub(crate) fn new(authority: Authority) -> Arc<Self> {
         Arc::new(Self { authority, idle: Mutex::default(), sweeping: AtomicBool::new(false) })
     }
 
     /// Where the connections go.
-    pub fn authority(&self) -> &Authority {
+    pub(crate) fn authority(&self) -> &Authority {
         &self.authority
     }
 
     /// Sends `request` (origin-form target, `Host` set) and waits up to `timeout` for the
     /// response headers. The body streams afterwards; dropping it cancels the exchange.
-    pub async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
         timeout: Duration,

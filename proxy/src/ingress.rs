@@ -34,7 +34,7 @@ mod cors;
 
 /// The ingress handler: one per worker, shared by the worker's connections.
 #[derive(Debug, Clone)]
-pub struct Ingress {
+pub(crate) struct Ingress {
     auth: Arc<Authenticator>,
     backend: Arc<Backend>,
     backend_timeout: Duration,
@@ -52,7 +52,11 @@ pub struct Ingress {
 
 impl Ingress {
     /// Builds the handler from validated config.
-    pub fn new(config: &IngressConfig, auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        config: &IngressConfig,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let challenge = match &config.resource_metadata {
             Some(metadata) => metadata.challenge.clone(),
             None => HeaderValue::from_static("ApiKey header=\"X-Api-Key\""),
@@ -74,19 +78,23 @@ impl Ingress {
     }
 
     /// How long a connection may go without an authenticated request.
-    pub fn unauthenticated_timeout(&self) -> Duration {
+    pub(crate) fn unauthenticated_timeout(&self) -> Duration {
         self.unauthenticated_timeout
     }
 
     /// A copy for another worker: the same keyring, limits and metrics, and a backend pool of
     /// its own, so that a backend connection is only ever used on the thread that opened it.
-    pub fn for_worker(&self) -> Self {
+    pub(crate) fn for_worker(&self) -> Self {
         Self { backend: Backend::new(self.backend.authority().clone()), ..self.clone() }
     }
 
     /// Answers one request: the backend's response, or keyward's own refusal. Takes the `Arc`
     /// so that the future owns it and needs no wrapper.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         // The path only: a query string can carry a credential and is never logged. A clone of

@@ -5,24 +5,24 @@
 //! `secret` (where credentials live), `admin` and `metrics` (what operators see), `server`
 //! and `tls` (sockets), `config` and `app` (wiring).
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod auth;
 pub mod client_addr;
 pub mod config;
 pub mod egress;
-pub mod error;
-pub mod forward;
+pub(crate) mod error;
+pub(crate) mod forward;
 pub mod headers;
-pub mod ingress;
-pub mod metrics;
+pub(crate) mod ingress;
+pub(crate) mod metrics;
 pub mod process;
 pub mod secret;
 pub mod secrets;
-pub mod server;
+pub(crate) mod server;
 pub mod telemetry;
-pub mod tls;
-pub mod trust;
+pub(crate) mod tls;
+pub(crate) mod trust;
 
 /// The body of every response keyward sends: a forwarded stream or keyward's own short body.
 pub type Body = http_body_util::Either<forward::UpstreamBody, http_body_util::Full<bytes::Bytes>>;

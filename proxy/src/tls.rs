@@ -41,7 +41,7 @@ pub enum TlsError {
 
 /// The current key pair, swapped whole on reload.
 #[derive(Debug)]
-pub struct ReloadingCert {
+pub(crate) struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -56,7 +56,7 @@ impl ResolvesServerCert for ReloadingCert {
 
 impl ReloadingCert {
     /// Loads the pair once; fails when either file is unusable.
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let pair = read_pair(&provider, cert, key)?;
         Ok(Arc::new(Self {
@@ -68,7 +68,7 @@ impl ReloadingCert {
     }
 
     /// A rustls acceptor offering h2 and http/1.1 with this resolver.
-    pub fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
+    pub(crate) fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default versions")
@@ -80,7 +80,7 @@ impl ReloadingCert {
 
     /// Re-reads the pair whenever a file's modification time changes. A pair that fails to load
     /// is logged and the previous one kept.
-    pub async fn watch(self: Arc<Self>, every: Duration) {
+    pub(crate) async fn watch(self: Arc<Self>, every: Duration) {
         let mut seen = (mtime(&self.cert), mtime(&self.key));
         let mut tick = tokio::time::interval(every);
         loop {

@@ -29,7 +29,7 @@ pub enum TrustError {
 }
 
 /// A client configuration trusting the public roots and the certificates in `extra_ca`.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TrustError> {
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {

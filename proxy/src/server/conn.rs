@@ -31,7 +31,7 @@ const REFUSED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// What a request's handler knows of the connection it came on.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// The TCP peer.
     pub addr: SocketAddr,
     state: Arc<State>,
@@ -40,7 +40,7 @@ pub struct Peer {
 impl Peer {
     /// Tells the watchdog that this connection has presented an authenticated request: it
     /// is no longer subject to `unauthenticated_timeout`.
-    pub fn authenticated(&self) {
+    pub(crate) fn authenticated(&self) {
         if !self.state.authenticated.load(Ordering::Relaxed) {
             self.state.authenticated.store(true, Ordering::Relaxed);
         }
@@ -134,7 +134,7 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request in flight until hyper has sent or dropped it.
 #[derive(Debug)]
-pub struct Tracked<B> {
+pub(crate) struct Tracked<B> {
     inner: B,
     _in_flight: InFlight,
 }

@@ -7,7 +7,7 @@
 
 mod conn;
 
-pub use conn::{Peer, Tracked};
+pub(crate) use conn::{Peer, Tracked};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,7 +34,7 @@ use crate::Body;
 
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Time to receive a request's headers, the first one counted from accept (after TLS).
     pub header_read_timeout: Duration,
     /// Time to finish a TLS handshake.
@@ -53,7 +53,7 @@ pub struct ConnLimits {
 /// Where a serving loop gets its connections: its own listener, or the hand-offs of an
 /// [`Acceptor`] when it runs on a worker thread.
 #[derive(Debug)]
-pub enum Connections {
+pub(crate) enum Connections {
     /// Accept here, at most `permits` open at once.
     Listener(TcpListener, Arc<Semaphore>),
     /// Connections accepted elsewhere, each with its admission.
@@ -62,7 +62,7 @@ pub enum Connections {
 
 /// One accepted connection on its way to a worker.
 #[derive(Debug)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     admission: Admission,
@@ -93,13 +93,13 @@ impl Drop for Admission {
 /// Accepting is rare next to requests on kept-alive connections, and a new connection goes to
 /// the least busy worker instead of wherever a hash puts it.
 #[derive(Debug)]
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     workers: Vec<(mpsc::UnboundedSender<Handoff>, Arc<AtomicUsize>)>,
 }
 
 impl Acceptor {
     /// An acceptor for `count` workers and each worker's end of it.
-    pub fn new(count: usize) -> (Self, Vec<Connections>) {
+    pub(crate) fn new(count: usize) -> (Self, Vec<Connections>) {
         let (workers, ends) = (0..count.max(1))
             .map(|_| {
                 let (sender, receiver) = mpsc::unbounded_channel();
@@ -111,7 +111,7 @@ impl Acceptor {
 
     /// Accepts until `shutdown` flips to true (or its sender is dropped) or every worker is
     /// gone; the workers then see their hand-offs end and drain.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         listener: TcpListener,
         permits: Arc<Semaphore>,
@@ -205,7 +205,7 @@ impl Connections {
 /// it spawns and the backend connections it uses all stay on that thread: no work stealing and
 /// no cross-thread wake-ups on the request path. The returned future completes once `task`
 /// has, after the runtime has dropped whatever outlived it.
-pub fn spawn_worker<T, F>(name: String, task: T) -> io::Result<impl Future<Output = ()>>
+pub(crate) fn spawn_worker<T, F>(name: String, task: T) -> io::Result<impl Future<Output = ()>>
 where
     T: FnOnce() -> F + Send + 'static,
     F: Future<Output = ()>,
@@ -226,7 +226,7 @@ where
 
 /// Serves `connections` until `shutdown` flips to true (or its sender is dropped) or they
 /// end, then drains for up to the grace period.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     mut connections: Connections,
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,

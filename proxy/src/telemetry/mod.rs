@@ -65,11 +65,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// True when spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes and stops the exporter (bounded by the exporter's timeout).
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
