@@ -97,8 +97,8 @@ impl App {
         let egress = match &config.egress {
             Some(egress_config) => Some(Arc::new(Egress::new(
                 egress_config,
-                ingress_config.max_header_bytes,
-                ingress_config.max_body_bytes,
+                egress_config.max_header_bytes.unwrap_or(ingress_config.max_header_bytes),
+                egress_config.max_body_bytes.unwrap_or(ingress_config.max_body_bytes),
                 metrics.clone(),
             )?)),
             None => None,
@@ -113,7 +113,9 @@ impl App {
             Some(tls) => {
                 let cert = ReloadingCert::load(&tls.cert, &tls.key)?;
                 let acceptor = cert.acceptor();
-                background.spawn(cert.watch(config.secrets.watch_interval));
+                background.spawn(
+                    cert.watch(tls.reload_interval.unwrap_or(config.secrets.watch_interval)),
+                );
                 Some(acceptor)
             }
             None => None,
@@ -152,8 +154,12 @@ impl App {
                 let listener = bind("egress", egress_config.listen).await?;
                 let addr = local_addr("egress", listener.local_addr())?;
                 let (acceptor, ends) = Acceptor::new(workers);
-                let permits = Arc::new(Semaphore::new(ingress_config.max_connections));
-                servers.spawn(acceptor.run(listener, permits, shutdown.subscribe()));
+                let cap = egress_config.max_connections.unwrap_or(ingress_config.max_connections);
+                servers.spawn(acceptor.run(
+                    listener,
+                    Arc::new(Semaphore::new(cap)),
+                    shutdown.subscribe(),
+                ));
                 (ends, Some(addr))
             }
             _ => (Vec::new(), None),

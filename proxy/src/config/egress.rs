@@ -25,6 +25,13 @@ pub struct EgressConfig {
     pub unsafe_listen_beyond_loopback: bool,
     /// PEM CA certificates trusted in addition to the public roots (private upstreams).
     pub extra_ca: Option<PathBuf>,
+    /// Largest request header section from the backend (431 above); `ingress.max_header_bytes`
+    /// when absent.
+    pub max_header_bytes: Option<usize>,
+    /// Largest request body from the backend (413 above); `ingress.max_body_bytes` when absent.
+    pub max_body_bytes: Option<u64>,
+    /// Open backend connections at most; `ingress.max_connections` when absent.
+    pub max_connections: Option<usize>,
     /// The allow-listed routes.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -99,6 +106,15 @@ impl EgressConfig {
                  borrows the injected credentials; set unsafe_listen_beyond_loopback = true \
                  only if a network policy confines it",
             ));
+        }
+        for (key, value) in [
+            ("egress.max_header_bytes", self.max_header_bytes.map(|n| n as u64)),
+            ("egress.max_body_bytes", self.max_body_bytes),
+            ("egress.max_connections", self.max_connections.map(|n| n as u64)),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(key, "must be greater than zero"));
+            }
         }
         if self.routes.is_empty() {
             return Err(invalid("egress.routes", "at least one route is required"));

@@ -4,20 +4,20 @@
 //! without echoing the value that was found there: a secret pasted into the wrong key must not
 //! reach a terminal or a log through an error message.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use http::{HeaderValue, Uri};
+use http::Uri;
 use serde::Deserialize;
 
 mod egress;
+mod ingress;
 mod secrets;
 mod telemetry;
 pub mod url;
 
 pub use egress::{EgressConfig, RouteConfig, StaticValue};
+pub use ingress::{ClientConfig, IngressConfig, Origin, ResourceMetadata, TlsConfig};
 pub use secrets::{CredentialKind, SecretSource, SecretsConfig};
 pub use telemetry::{LogFormat, OtlpProtocol, TelemetryConfig};
 
@@ -68,146 +68,6 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-/// `[ingress]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngressConfig {
-    /// Address the MCP clients connect to.
-    #[serde(default = "defaults::ingress_listen")]
-    pub listen: SocketAddr,
-    /// The MCP server in the same pod, `http://host:port`.
-    #[serde(default = "defaults::backend", deserialize_with = "typed::backend")]
-    pub backend: url::CheckedUrl,
-    /// Browser origins allowed to call; any other `Origin` gets 403.
-    #[serde(default)]
-    pub allowed_origins: Vec<Origin>,
-    /// Named clients and the secret holding each one's key.
-    #[serde(default)]
-    pub clients: Vec<ClientConfig>,
-    /// TLS termination; plain HTTP (and h2c) when absent.
-    pub tls: Option<TlsConfig>,
-    /// RFC 9728 metadata URL; when set, 401s say `Bearer resource_metadata=...`.
-    #[serde(default, deserialize_with = "typed::metadata")]
-    pub resource_metadata: Option<ResourceMetadata>,
-    /// Open connections at most; further clients wait in the accept backlog.
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: usize,
-    /// Time a client has to send its request headers; the first request's counts from accept.
-    #[serde(default = "defaults::header_read_timeout", with = "duration")]
-    pub header_read_timeout: Duration,
-    /// A connection with no request in flight is closed (h2: GOAWAY) after this long.
-    #[serde(default = "defaults::idle_timeout", with = "duration")]
-    pub idle_timeout: Duration,
-    /// A connection that has presented no authenticated request is closed after this long;
-    /// `header_read_timeout` when absent.
-    #[serde(default, with = "duration::option")]
-    pub unauthenticated_timeout: Option<Duration>,
-    /// Largest request header section, in bytes (431 above).
-    #[serde(default = "defaults::max_header_bytes")]
-    pub max_header_bytes: usize,
-    /// Largest request body, in bytes (413 above).
-    #[serde(default = "defaults::max_body_bytes")]
-    pub max_body_bytes: u64,
-    /// Time the backend has to answer with response headers (504 after).
-    #[serde(default = "defaults::backend_timeout", with = "duration")]
-    pub backend_timeout: Duration,
-    /// Failed authentications a peer address may make per minute before getting 429.
-    #[serde(default = "defaults::auth_failures_per_minute")]
-    pub auth_failures_per_minute: u32,
-    /// Failed authentications a peer may make in a burst.
-    #[serde(default = "defaults::auth_failure_burst")]
-    pub auth_failure_burst: u32,
-    /// How long in-flight requests may run on after SIGTERM.
-    #[serde(default = "defaults::shutdown_grace", with = "duration")]
-    pub shutdown_grace: Duration,
-    /// Threads serving ingress and egress, each with its own listening socket and backend
-    /// pools; one per CPU when absent.
-    pub workers: Option<usize>,
-    /// Front proxies (CIDRs or addresses) whose `X-Forwarded-For` / `Forwarded` is believed.
-    #[serde(default, deserialize_with = "networks")]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-impl IngressConfig {
-    /// `unauthenticated_timeout`, or `header_read_timeout` when it is not set.
-    pub fn unauthenticated_timeout(&self) -> Duration {
-        self.unauthenticated_timeout.unwrap_or(self.header_read_timeout)
-    }
-
-    /// The number of worker threads: `workers`, or one per CPU the process may use.
-    pub fn worker_count(&self) -> usize {
-        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-}
-
-/// A browser origin allowed to call (`ingress.allowed_origins[]`), as `Origin` carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin(pub HeaderValue);
-
-/// `ingress.resource_metadata`, and the `WWW-Authenticate` challenge that names it.
-#[derive(Debug, Clone)]
-pub struct ResourceMetadata {
-    /// The metadata URL.
-    pub url: url::CheckedUrl,
-    /// `Bearer resource_metadata="<url>"`.
-    pub challenge: HeaderValue,
-}
-
-/// Deserializers that turn text into the types the rest of keyward uses, once.
-mod typed {
-    use super::*;
-    use serde::Deserializer;
-
-    pub(super) fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<url::CheckedUrl, D::Error> {
-        url::deserialize(d, &url::BACKEND)
-    }
-
-    /// An origin as the `Origin` header carries it (no trailing `/`).
-    impl<'de> Deserialize<'de> for Origin {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let url = url::deserialize(d, &url::ORIGIN)?;
-            let origin = format!("{}://{}", url.scheme(), url.authority());
-            HeaderValue::from_str(&origin)
-                .map(Origin)
-                .map_err(|_| serde::de::Error::custom(url::ORIGIN.shape))
-        }
-    }
-
-    pub(super) fn metadata<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<ResourceMetadata>, D::Error> {
-        let url = url::deserialize(d, &url::METADATA)?;
-        // It goes into a WWW-Authenticate header: what cannot be one is refused here.
-        let challenge =
-            HeaderValue::try_from(format!("Bearer resource_metadata=\"{}\"", url.as_str()))
-                .map_err(|_| serde::de::Error::custom(url::METADATA.shape))?;
-        Ok(Some(ResourceMetadata { url, challenge }))
-    }
-}
-
-/// `[[ingress.clients]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Sent to the backend as `X-Keyward-Client`.
-    pub id: String,
-    /// Name of the secret holding this client's key.
-    pub secret: String,
-}
-
-/// `[ingress.tls]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, re-read when it changes.
-    pub cert: PathBuf,
-    /// PEM private key, re-read when it changes.
-    pub key: PathBuf,
-    /// Time a client has to complete the TLS handshake.
-    #[serde(default = "defaults::handshake_timeout", with = "duration")]
-    pub handshake_timeout: Duration,
-}
-
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,45 +86,8 @@ impl Default for AdminConfig {
 mod defaults {
     use super::*;
 
-    pub(super) fn ingress_listen() -> SocketAddr {
-        SocketAddr::from(([0, 0, 0, 0], 8080))
-    }
     pub(super) fn admin_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 9090))
-    }
-    pub(super) fn backend() -> url::CheckedUrl {
-        url::CheckedUrl::parse("http://127.0.0.1:8081", &url::BACKEND)
-            .unwrap_or_else(|problem| unreachable!("the default backend URL: {problem}"))
-    }
-    pub(super) fn max_connections() -> usize {
-        4096
-    }
-    pub(super) fn header_read_timeout() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub(super) fn idle_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub(super) fn handshake_timeout() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub(super) fn max_header_bytes() -> usize {
-        32 * 1024
-    }
-    pub(super) fn max_body_bytes() -> u64 {
-        4 * 1024 * 1024
-    }
-    pub(super) fn backend_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub(super) fn auth_failures_per_minute() -> u32 {
-        30
-    }
-    pub(super) fn auth_failure_burst() -> u32 {
-        10
-    }
-    pub(super) fn shutdown_grace() -> Duration {
-        Duration::from_secs(20)
     }
 }
 
@@ -295,66 +118,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let ingress = &self.ingress;
-        if ingress.clients.is_empty() {
-            return Err(invalid(
-                "ingress.clients",
-                "at least one client is required; without one keyward would refuse every request",
-            ));
-        }
-        let mut ids = HashSet::new();
-        let mut secrets = HashSet::new();
-        for (i, client) in ingress.clients.iter().enumerate() {
-            if !is_client_id(&client.id) {
-                return Err(invalid(
-                    format!("ingress.clients[{i}].id"),
-                    "must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                ));
-            }
-            if !ids.insert(client.id.as_str()) {
-                return Err(invalid(
-                    format!("ingress.clients[{i}].id"),
-                    format!("duplicate client id {:?}", client.id),
-                ));
-            }
-            check_secret_name(&format!("ingress.clients[{i}].secret"), &client.secret)?;
-            if !secrets.insert(client.secret.as_str()) {
-                return Err(invalid(
-                    format!("ingress.clients[{i}].secret"),
-                    "another client already uses this secret; each client needs its own key",
-                ));
-            }
-        }
+        let secrets = self.ingress.validate()?;
         self.telemetry.validate()?;
-        for (key, value) in [
-            ("ingress.max_connections", ingress.max_connections as u64),
-            ("ingress.max_header_bytes", ingress.max_header_bytes as u64),
-            ("ingress.max_body_bytes", ingress.max_body_bytes),
-            ("ingress.auth_failures_per_minute", ingress.auth_failures_per_minute.into()),
-            ("ingress.auth_failure_burst", ingress.auth_failure_burst.into()),
-            ("ingress.workers", ingress.workers.unwrap_or(1) as u64),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than zero"));
-            }
-        }
-        if ingress.workers.is_some_and(|n| n > 1024) {
-            return Err(invalid("ingress.workers", "must be at most 1024"));
-        }
-        for (key, value) in [
-            ("ingress.header_read_timeout", ingress.header_read_timeout),
-            ("ingress.idle_timeout", ingress.idle_timeout),
-            ("ingress.unauthenticated_timeout", ingress.unauthenticated_timeout()),
-            ("ingress.backend_timeout", ingress.backend_timeout),
-            (
-                "ingress.tls.handshake_timeout",
-                ingress.tls.as_ref().map_or(Duration::MAX, |tls| tls.handshake_timeout),
-            ),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be longer than zero"));
-            }
-        }
         if let Some(egress) = &self.egress {
             egress.validate()?;
             for (i, route) in egress.routes.iter().enumerate() {
@@ -383,11 +148,6 @@ impl Config {
     pub fn backend_uri(&self) -> &Uri {
         self.ingress.backend.uri()
     }
-}
-
-fn is_client_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Secret names follow Key Vault's rules (1-127 of `0-9a-zA-Z-`), which also makes them safe
@@ -426,24 +186,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
-}
-
-/// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses, which count as /32 or /128.
-fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
-    let texts = Vec::<String>::deserialize(d)?;
-    texts
-        .iter()
-        .map(|text| {
-            text.parse::<ipnet::IpNet>()
-                .map(|net| net.trunc())
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(
-                        "expected CIDRs such as \"10.0.0.0/8\" or addresses such as \"10.0.0.1\"",
-                    )
-                })
-        })
-        .collect()
 }
 
 /// Durations written as `250ms`, `30s`, `5m`, `24h` or `7d`.
@@ -493,6 +235,7 @@ pub mod duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MINIMAL: &str = r#"
         [ingress]
