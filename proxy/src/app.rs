@@ -45,9 +45,6 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
     Worker(#[source] std::io::Error),
-    /// `source = "file"` without a directory (the configuration check refuses this).
-    #[error("secrets.dir: required when source = \"file\"")]
-    NoSecretDir,
     /// The Key Vault source could not be set up.
     #[error("Key Vault: {0}")]
     KeyVault(#[from] KeyVaultError),
@@ -234,15 +231,12 @@ fn secret_pipeline(
     let secrets = &config.secrets;
     let store = SecretStore::new(config.referenced_secrets(), secrets.rotation_overlap);
     let store = Arc::new(store.with_consumers(consumers));
-    let (source, interval) = match secrets.source {
-        SecretSource::File => {
-            let Some(dir) = secrets.dir.clone() else {
-                return Err(StartError::NoSecretDir);
-            };
-            (Source::File(FileSource::new(dir)), secrets.watch_interval)
+    let (source, interval) = match &secrets.source {
+        SecretSource::File { dir } => {
+            (Source::File(FileSource::new(dir.clone())), secrets.watch_interval)
         }
-        SecretSource::Keyvault => {
-            (Source::KeyVault(KeyVaultSource::new(secrets)?), secrets.refresh_interval)
+        SecretSource::KeyVault(keyvault) => {
+            (Source::KeyVault(KeyVaultSource::new(keyvault)?), secrets.refresh_interval)
         }
     };
     let refresh =

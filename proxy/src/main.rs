@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 /// before its volumes are mounted, so these do not fail the check).
 fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
-    if let Some(dir) = &config.secrets.dir {
+    if let Some(dir) = config.secrets.dir() {
         if !dir.is_dir() {
             warnings.push(format!(
                 "secrets.dir {} does not exist or is not a directory here; keyward will not be \
@@ -89,12 +89,9 @@ fn warnings(config: &Config) -> Vec<String> {
 fn summary(config: &Config) -> String {
     let clients: Vec<String> =
         config.ingress.clients.iter().map(|c| format!("{} (secret {})", c.id, c.secret)).collect();
-    let source = match config.secrets.source {
-        config::SecretSource::File => format!(
-            "files in {}",
-            config.secrets.dir.as_deref().map(|d| d.display().to_string()).unwrap_or_default()
-        ),
-        config::SecretSource::Keyvault => "Key Vault".to_owned(),
+    let source = match &config.secrets.source {
+        config::SecretSource::File { dir } => format!("files in {}", dir.display()),
+        config::SecretSource::KeyVault(_) => "Key Vault".to_owned(),
     };
     format!(
         "ingress {} -> {}; admin {}; clients: {}; secrets: {source}",

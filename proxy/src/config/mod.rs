@@ -18,7 +18,7 @@ pub mod url;
 
 pub use egress::{EgressConfig, RouteConfig, StaticValue};
 pub use ingress::{ClientConfig, IngressConfig, Origin, ResourceMetadata, TlsConfig};
-pub use secrets::{CredentialKind, SecretSource, SecretsConfig};
+pub use secrets::{CredentialKind, KeyVaultConfig, SecretSource, SecretsConfig};
 pub use telemetry::{LogFormat, OtlpProtocol, TelemetryConfig};
 
 /// The reference configuration shown by `keyward --help` and checked by a test.
@@ -50,21 +50,31 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
-/// The whole configuration.
+/// The whole configuration as written; [`Config`] is what it is checked into.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawConfig {
+    ingress: IngressConfig,
+    egress: Option<EgressConfig>,
+    #[serde(default)]
+    admin: AdminConfig,
+    secrets: secrets::RawSecrets,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug)]
 pub struct Config {
     /// The client-facing listener.
     pub ingress: IngressConfig,
     /// The loopback listener through which the backend reaches allow-listed upstreams.
     pub egress: Option<EgressConfig>,
     /// Health, readiness and metrics.
-    #[serde(default)]
     pub admin: AdminConfig,
     /// Where secret values come from.
     pub secrets: SecretsConfig,
     /// Logs.
-    #[serde(default)]
     pub telemetry: TelemetryConfig,
 }
 
@@ -102,7 +112,7 @@ impl Config {
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
             let inner = err.into_inner();
             let mut problem = scrub_values(inner.message());
@@ -113,6 +123,13 @@ impl Config {
             let key = if key == "." { "config".to_owned() } else { key };
             invalid(key, problem)
         })?;
+        let config = Config {
+            ingress: raw.ingress,
+            egress: raw.egress,
+            admin: raw.admin,
+            secrets: SecretsConfig::try_from(raw.secrets)?,
+            telemetry: raw.telemetry,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -131,7 +148,7 @@ impl Config {
                 }
             }
         }
-        self.secrets.validate()
+        Ok(())
     }
 
     /// Every secret name the configuration refers to; readiness waits for all of them.

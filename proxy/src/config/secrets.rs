@@ -8,14 +8,78 @@ use serde::Deserialize;
 use super::url::{self, CheckedUrl};
 use super::{duration, invalid, ConfigError};
 
-/// Where secrets come from.
+/// `secrets.source` as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SecretSource {
-    /// One file per secret in a directory.
+pub(super) enum SourceKind {
     File,
-    /// Azure Key Vault through a managed identity or workload identity.
     Keyvault,
+}
+
+/// Where secrets come from, with what that source needs.
+#[derive(Debug)]
+pub enum SecretSource {
+    /// One file per secret in `dir`.
+    File {
+        /// The directory (a Kubernetes Secret volume, a CSI mount).
+        dir: PathBuf,
+    },
+    /// Azure Key Vault through a managed identity or workload identity.
+    KeyVault(Box<KeyVaultConfig>),
+}
+
+/// `[secrets]`, checked: the source and the lifecycle settings every source shares.
+#[derive(Debug)]
+pub struct SecretsConfig {
+    /// The source.
+    pub source: SecretSource,
+    /// Full reload period (Key Vault).
+    pub refresh_interval: Duration,
+    /// How often the file source looks for changed files.
+    pub watch_interval: Duration,
+    /// How long a replaced client key stays accepted.
+    pub rotation_overlap: Duration,
+}
+
+impl SecretsConfig {
+    /// The secret directory, for the file source.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        match &self.source {
+            SecretSource::File { dir } => Some(dir),
+            SecretSource::KeyVault(_) => None,
+        }
+    }
+
+    /// The Key Vault settings, for the Key Vault source.
+    pub fn keyvault(&self) -> Option<&KeyVaultConfig> {
+        match &self.source {
+            SecretSource::KeyVault(config) => Some(config),
+            SecretSource::File { .. } => None,
+        }
+    }
+}
+
+/// The Key Vault source's settings.
+#[derive(Debug)]
+pub struct KeyVaultConfig {
+    /// `https://<vault>.vault.azure.net/`.
+    pub vault_url: CheckedUrl,
+    /// Connect to this address for the vault's host instead of resolving it (a private
+    /// endpoint without DNS, a local emulator); TLS still verifies the vault's name.
+    pub vault_address: Option<std::net::IpAddr>,
+    /// Azure credential choice.
+    pub credential: CredentialKind,
+    /// User-assigned identity client id (a GUID).
+    pub client_id: Option<String>,
+    /// Entra ID authority host for workload identity; unset: the `AZURE_AUTHORITY_HOST`
+    /// variable, else the Azure public cloud.
+    pub authority_host: Option<String>,
+    /// Extra CA for every Azure call (vault, identity endpoint, Entra ID).
+    pub ca_file: Option<PathBuf>,
+    /// Check the vault challenge's resource against the vault host.
+    pub verify_challenge_resource: bool,
+    /// How long a replaced version stays accepted.
+    pub rotation_overlap: Duration,
 }
 
 /// Which Azure credential reads the vault.
@@ -30,12 +94,12 @@ pub enum CredentialKind {
     WorkloadIdentity,
 }
 
-/// `[secrets]`.
+/// `[secrets]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretsConfig {
+pub(super) struct RawSecrets {
     /// `file` or `keyvault`.
-    pub source: SecretSource,
+    pub source: SourceKind,
     /// Directory of secret files (`source = "file"`).
     pub dir: Option<PathBuf>,
     /// Vault URL (`source = "keyvault"`).
@@ -68,30 +132,32 @@ pub struct SecretsConfig {
     pub verify_challenge_resource: bool,
 }
 
-impl SecretsConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let secrets = self;
+impl TryFrom<RawSecrets> for SecretsConfig {
+    type Error = ConfigError;
+
+    fn try_from(secrets: RawSecrets) -> Result<Self, ConfigError> {
         for (key, value) in [
-            ("secrets.refresh_interval", self.refresh_interval),
-            ("secrets.watch_interval", self.watch_interval),
+            ("secrets.refresh_interval", secrets.refresh_interval),
+            ("secrets.watch_interval", secrets.watch_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
-        match secrets.source {
-            SecretSource::File => {
-                if secrets.dir.is_none() {
+        let source = match secrets.source {
+            SourceKind::File => {
+                let Some(dir) = secrets.dir else {
                     return Err(invalid("secrets.dir", "required when source = \"file\""));
-                }
+                };
+                SecretSource::File { dir }
             }
-            SecretSource::Keyvault => {
-                if secrets.vault_url.is_none() {
+            SourceKind::Keyvault => {
+                let Some(vault_url) = secrets.vault_url else {
                     return Err(invalid(
                         "secrets.vault_url",
                         "required when source = \"keyvault\"",
                     ));
-                }
+                };
                 if let Some(host) = &secrets.authority_host {
                     check_authority_host(host)?;
                     if secrets.credential == CredentialKind::ManagedIdentity {
@@ -111,9 +177,24 @@ impl SecretsConfig {
                         return Err(invalid("secrets.client_id", "must be a GUID"));
                     }
                 }
+                SecretSource::KeyVault(Box::new(KeyVaultConfig {
+                    vault_url,
+                    vault_address: secrets.vault_address,
+                    credential: secrets.credential,
+                    client_id: secrets.client_id,
+                    authority_host: secrets.authority_host,
+                    ca_file: secrets.ca_file,
+                    verify_challenge_resource: secrets.verify_challenge_resource,
+                    rotation_overlap: secrets.rotation_overlap,
+                }))
             }
-        }
-        Ok(())
+        };
+        Ok(SecretsConfig {
+            source,
+            refresh_interval: secrets.refresh_interval,
+            watch_interval: secrets.watch_interval,
+            rotation_overlap: secrets.rotation_overlap,
+        })
     }
 }
 
@@ -164,8 +245,9 @@ mod tests {
     #[test]
     fn the_authority_host_is_unset_by_default() {
         let config = with_secrets("").unwrap();
-        assert_eq!(config.secrets.authority_host, None);
-        assert_eq!(config.secrets.credential, CredentialKind::Auto);
+        let keyvault = config.secrets.keyvault().unwrap();
+        assert_eq!(keyvault.authority_host, None);
+        assert_eq!(keyvault.credential, CredentialKind::Auto);
     }
 
     #[test]
@@ -178,7 +260,7 @@ mod tests {
         ] {
             let config = with_secrets(&format!("authority_host = \"{host}\"\n"))
                 .unwrap_or_else(|e| panic!("{host}: {e}"));
-            assert_eq!(config.secrets.authority_host.as_deref(), Some(host));
+            assert_eq!(config.secrets.keyvault().unwrap().authority_host.as_deref(), Some(host));
             let explicit =
                 format!("credential = \"workload_identity\"\nauthority_host = \"{host}\"\n");
             assert!(with_secrets(&explicit).is_ok(), "{host}");

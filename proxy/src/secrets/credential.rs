@@ -22,11 +22,11 @@ use azure_identity::{
 };
 
 use super::azure_error::{setup, KeyVaultError};
-use crate::config::{CredentialKind, SecretsConfig};
+use crate::config::{CredentialKind, KeyVaultConfig};
 
 /// The credential `config` selects, on the transport in `client_options`.
 pub(super) fn credential(
-    config: &SecretsConfig,
+    config: &KeyVaultConfig,
     client_options: ClientOptions,
 ) -> Result<Arc<dyn TokenCredential>, KeyVaultError> {
     let workload = match config.credential {
@@ -58,7 +58,7 @@ pub(super) fn credential(
 /// default: `AZURE_AUTHORITY_HOST`, else the public cloud). The cloud configuration is given to
 /// the credential only: the Key Vault client keeps its defaults.
 fn workload_identity(
-    config: &SecretsConfig,
+    config: &KeyVaultConfig,
     mut client_options: ClientOptions,
 ) -> Result<Arc<dyn TokenCredential>, KeyVaultError> {
     let env = |name: &'static str| {

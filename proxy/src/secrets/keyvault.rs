@@ -25,7 +25,7 @@ use super::credential;
 use super::transport::AzureTransport;
 use super::versions::{accepted, History, VersionInfo};
 use super::{Loaded, Versions};
-use crate::config::SecretsConfig;
+use crate::config::KeyVaultConfig;
 use crate::secret::Secret;
 
 /// Reads secrets from one vault.
@@ -46,13 +46,8 @@ impl std::fmt::Debug for KeyVaultSource {
 
 impl KeyVaultSource {
     /// Builds the credential and the client from validated config.
-    pub fn new(config: &SecretsConfig) -> Result<Self, KeyVaultError> {
-        let Some(vault_url) = &config.vault_url else {
-            return Err(KeyVaultError::Setup {
-                what: "the Key Vault client",
-                kind: "no vault_url".into(),
-            });
-        };
+    pub fn new(config: &KeyVaultConfig) -> Result<Self, KeyVaultError> {
+        let vault_url = &config.vault_url;
         let pin = config.vault_address.map(|ip| (vault_url.authority().host().to_owned(), ip));
         let transport = AzureTransport::new(config.ca_file.as_deref(), pin)?;
         let client_options = ClientOptions {
