@@ -247,7 +247,7 @@ impl crate::secrets::Consumer for Egress {
 /// (also percent-encoded), no encoded slash or backslash, no NUL. Public for the fuzz targets.
 pub fn stays_below(rest: &str) -> bool {
     let lower = rest.to_ascii_lowercase();
-    if ["%2f", "%5c", "%00", "\\"].iter().any(|bad| lower.contains(bad)) {
+    if ["%2f", "%5c", "%00", "\\", "\0"].iter().any(|bad| lower.contains(bad)) {
         return false;
     }
     lower.split('/').all(|segment| {
@@ -275,6 +275,7 @@ mod tests {
             "a%5Cb",
             "a\\b",
             "x%00",
+            "x\0",
         ] {
             assert!(!stays_below(bad), "{bad}");
         }

@@ -118,14 +118,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Collect the named tokens first: removing while iterating `Connection` is not possible.
     // Hop-by-hop names are removed below anyway, so they need no (allocated) name of their own.
+    // Bytes, not text: one non-ASCII token must not hide the others.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|token| !HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .filter(|name| !HOP_BY_HOP.contains(name))
         .collect();
     for name in &named {
         headers.remove(name);
@@ -220,6 +220,15 @@ mod tests {
         let mut names: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-type", "mcp-session-id"]);
+    }
+
+    #[test]
+    fn a_non_ascii_connection_token_hides_no_other() {
+        let mut headers = HeaderMap::new();
+        headers.append("connection", HeaderValue::from_bytes(b"x-foo, \xe9").unwrap());
+        headers.append("x-foo", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]

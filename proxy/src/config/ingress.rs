@@ -164,7 +164,7 @@ impl IngressConfig {
                 "at least one client is required; without one keyward would refuse every request",
             ));
         }
-        let mut ids = HashSet::new();
+        let mut ids = std::collections::HashMap::new();
         let mut secrets = HashSet::new();
         for (i, client) in ingress.clients.iter().enumerate() {
             if !is_client_id(&client.id) {
@@ -173,10 +173,13 @@ impl IngressConfig {
                     "must be 1-64 characters of A-Z a-z 0-9 . _ -",
                 ));
             }
-            if !ids.insert(client.id.as_str()) {
+            // The other key is named, not the id: a value in the wrong key must not echo.
+            if let Some(first) = ids.insert(client.id.as_str(), i) {
                 return Err(invalid(
                     format!("ingress.clients[{i}].id"),
-                    format!("duplicate client id {:?}", client.id),
+                    format!(
+                        "the same id as ingress.clients[{first}].id; each client needs its own"
+                    ),
                 ));
             }
             check_secret_name(&format!("ingress.clients[{i}].secret"), &client.secret)?;

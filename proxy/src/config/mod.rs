@@ -183,9 +183,20 @@ fn check_secret_name(key: &str, name: &str) -> Result<(), ConfigError> {
 /// variant, so that a value typed into the wrong key is never echoed. Key names and the
 /// expected variants (in backticks) are kept.
 fn scrub_values(message: &str) -> String {
+    // serde's own shapes, whose value may itself hold a quote or a backtick: cut to the last
+    // delimiter before the part serde wrote.
     if let Some(rest) = message.strip_prefix("unknown variant `") {
-        if let Some(end) = rest.find('`') {
-            return format!("unknown variant `…`{}", scrub_values(&rest[end + 1..]));
+        return match rest.rfind("`, expected") {
+            Some(end) => format!("unknown variant `…`{}", &rest[end + 1..]),
+            None => "unknown variant `…`".to_owned(),
+        };
+    }
+    for prefix in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            return match rest.rfind("\", expected") {
+                Some(end) => format!("{prefix}…{}", &rest[end..]),
+                None => format!("{prefix}…\""),
+            };
         }
     }
     let mut out = String::with_capacity(message.len());
@@ -315,7 +326,10 @@ mod tests {
             "[secrets]",
             "[[ingress.clients]]\nid = \"claude\"\nsecret = \"other\"\n[secrets]",
         );
-        assert_eq!(error_of(&text), "ingress.clients[1].id: duplicate client id \"claude\"");
+        assert_eq!(
+            error_of(&text),
+            "ingress.clients[1].id: the same id as ingress.clients[0].id; each client needs its own"
+        );
     }
 
     #[test]
@@ -438,6 +452,15 @@ mod tests {
             "invalid type: string \"…\", expected u64"
         );
         assert_eq!(scrub_values("unknown field `x`"), "unknown field `x`");
+        // Values that hold the delimiters themselves.
+        assert_eq!(
+            scrub_values("invalid type: string \"x\"sk-live-1\"\", expected usize"),
+            "invalid type: string \"…\", expected usize"
+        );
+        assert_eq!(
+            scrub_values("unknown variant `a`sk-live-1`, expected `file` or `keyvault`"),
+            "unknown variant `…`, expected `file` or `keyvault`"
+        );
         assert_eq!(
             scrub_values("unknown variant `sk-live-1`, expected `file` or `keyvault`"),
             "unknown variant `…`, expected `file` or `keyvault`"
