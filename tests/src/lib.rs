@@ -7,6 +7,7 @@ pub mod backend;
 pub mod client;
 pub mod dir;
 pub mod fake_azure;
+pub mod leak;
 pub mod otlp;
 pub mod process;
 pub mod tls;

@@ -13,6 +13,7 @@ use http::StatusCode;
 use keyward_tests::client::{self, get_with_key, request, send};
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_azure::{Endpoint, FakeAzure};
+use keyward_tests::leak::assert_absent;
 use keyward_tests::process::{binary, eventually, Keyward};
 
 const OLD: &str = "wi-client-key-old-8f7e6d5c4b3a2910";
@@ -89,20 +90,8 @@ async fn azure_with_secrets() -> FakeAzure {
     azure
 }
 
-/// Fails naming the kind of value when any of `values` is in `output` (never printing it).
-fn assert_absent(output: &str, what: &str, values: &[String]) {
-    for value in values {
-        let leaks: Vec<String> = output
-            .lines()
-            .filter(|line| line.contains(value.as_str()))
-            .map(|line| line.replace(value.as_str(), "<REDACTED>"))
-            .collect();
-        assert!(leaks.is_empty(), "{what} reached keyward's output:\n{}", leaks.join("\n"));
-    }
-}
-
 fn assert_no_secret_in(output: &str) {
-    assert_absent(output, "a Key Vault secret value", &[OLD.into(), NEW.into(), APIM.into()]);
+    assert_absent(output, "a Key Vault secret value", &[OLD, NEW, APIM]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
