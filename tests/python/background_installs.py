@@ -104,39 +104,36 @@ def _start_mcp2_install() -> Install:
     )
 
 
-def _start_conformance_install() -> Install:
+def _npm_install(what: str, name: str, node_check: str) -> Install:
+    """Installs tests/python/<name>/package.json into a scratch directory, then runs
+    `node_check` with the node it installed (the `node` package pins a newer one than the
+    machine's)."""
     npm = shutil.which("npm")
-    directory = _scratch_dir() / "conformance"
+    directory = _scratch_dir() / name
     directory.mkdir()
-    shutil.copy(HERE / "conformance" / "package.json", directory / "package.json")
+    shutil.copy(HERE / name / "package.json", directory / "package.json")
     node = str(directory / "node_modules" / ".bin" / "node")
     steps = [
         # Few, short retries: an unreachable registry fails in seconds, not minutes.
         [npm or "npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
          "--fetch-retries=1", "--fetch-retry-mintimeout=1000", "--fetch-retry-maxtimeout=3000",
          "--fetch-timeout=30000"],
-        # The suite needs node >= 22, which the `node` package installs beside it (through its
-        # install script); say so plainly if that did not happen.
-        [node, "-e", "process.exit(+process.versions.node.split('.')[0] >= 22 ? 0 : 1)"],
+        [node, "-e", node_check],
     ]
-    return Install("MCP conformance suite (npm)", directory, steps)
+    return Install(what, directory, steps)
+
+
+def _start_conformance_install() -> Install:
+    # The suite needs node >= 22; say so plainly if its install script did not provide it.
+    return _npm_install("MCP conformance suite (npm)", "conformance",
+                        "process.exit(+process.versions.node.split('.')[0] >= 22 ? 0 : 1)")
 
 
 def _start_everything_install() -> Install:
-    npm = shutil.which("npm")
-    directory = _scratch_dir() / "everything"
-    directory.mkdir()
-    shutil.copy(HERE / "everything" / "package.json", directory / "package.json")
-    node = str(directory / "node_modules" / ".bin" / "node")
-    steps = [
-        [npm or "npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
-         "--fetch-retries=1", "--fetch-retry-mintimeout=1000", "--fetch-retry-maxtimeout=3000",
-         "--fetch-timeout=30000"],
-        # The Inspector needs node >= 22.19, which the `node` package installs beside it.
-        [node, "-e", "const [a, b] = process.versions.node.split('.').map(Number);"
-         " process.exit(a > 22 || (a === 22 && b >= 19) ? 0 : 1)"],
-    ]
-    return Install("server-everything and the MCP Inspector (npm)", directory, steps)
+    # The Inspector needs node >= 22.19.
+    return _npm_install("server-everything and the MCP Inspector (npm)", "everything",
+                        "const [a, b] = process.versions.node.split('.').map(Number);"
+                        " process.exit(a > 22 || (a === 22 && b >= 19) ? 0 : 1)")
 
 
 def install(name: str) -> Install:
