@@ -162,9 +162,14 @@ impl App {
             _ => (Vec::new(), None),
         };
         let ingress = Ingress::new(ingress_config, auth, metrics.clone());
+        let ingress_limits = ConnLimits {
+            unauthenticated_timeout: Some(ingress_config.unauthenticated_timeout()),
+            ..limits
+        };
         for (index, ingress_end) in ingress_ends.into_iter().enumerate() {
             let worker = Worker {
                 ingress: (ingress.for_worker(), ingress_end),
+                ingress_limits,
                 egress: egress
                     .as_ref()
                     .zip(egress_ends.pop())
@@ -249,6 +254,8 @@ fn secret_pipeline(
 /// with handlers (and so backend pools) of its own.
 struct Worker {
     ingress: (Ingress, Connections),
+    /// `limits`, and the unauthenticated timeout only ingress has.
+    ingress_limits: ConnLimits,
     egress: Option<(Egress, Connections)>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ConnLimits,
@@ -261,11 +268,7 @@ impl Worker {
         index: usize,
         shutdown: &watch::Sender<bool>,
     ) -> std::io::Result<impl std::future::Future<Output = ()>> {
-        let Worker { ingress: (ingress, ingress_end), egress, tls, limits } = self;
-        let ingress_limits = ConnLimits {
-            unauthenticated_timeout: Some(ingress.unauthenticated_timeout()),
-            ..limits
-        };
+        let Worker { ingress: (ingress, ingress_end), ingress_limits, egress, tls, limits } = self;
         let (ingress_shutdown, egress_shutdown) = (shutdown.subscribe(), shutdown.subscribe());
         let run = move || async move {
             let ingress = Arc::new(ingress);

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use http_body_util::{Either, Limited};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -103,22 +103,6 @@ impl Egress {
     /// its own, so that an upstream connection is only ever used on the thread that opened it.
     pub fn for_worker(&self) -> Self {
         Self { client: Upstream::https(self.tls.clone()), ..self.clone() }
-    }
-
-    /// Takes each route's credential from a new snapshot, as a sensitive header value.
-    fn credentials_from(&self, snapshot: &Snapshot) {
-        let credentials = self
-            .routes
-            .iter()
-            .map(|route| {
-                let value = snapshot.get(&route.secret)?.current.to_header_value();
-                if value.is_none() {
-                    tracing::warn!(secret = %route.secret, "secret has bytes no header can carry");
-                }
-                value
-            })
-            .collect();
-        self.credentials.store(Arc::new(credentials));
     }
 
     /// Answers one backend request: the upstream's response, or keyward's own refusal. Takes
@@ -227,10 +211,8 @@ impl Egress {
         // The connector negotiates h2 or HTTP/1.1 by ALPN; it needs a neutral version.
         parts.version = Version::HTTP_11;
 
-        let head = parts.method == Method::HEAD;
-        let body = Limited::new(body, self.max_body_bytes as usize);
-        headers::frame_for(&mut parts.headers, &body);
-        let request = Request::from_parts(parts, body);
+        let request = forward::outgoing(parts, body, self.max_body_bytes);
+        let head = request.method() == Method::HEAD;
         let mut response = self.client.send(request, route.timeout).await?;
         forward::response_hygiene(&mut response, head)?;
         Ok((response.map(Either::Left), index))
@@ -238,8 +220,20 @@ impl Egress {
 }
 
 impl crate::secrets::Consumer for Egress {
+    /// Takes each route's credential from a new snapshot, as a sensitive header value.
     fn rebuild(&self, snapshot: &Snapshot) {
-        self.credentials_from(snapshot);
+        let credentials = self
+            .routes
+            .iter()
+            .map(|route| {
+                let value = snapshot.get(&route.secret)?.current.to_header_value();
+                if value.is_none() {
+                    tracing::warn!(secret = %route.secret, "secret has bytes no header can carry");
+                }
+                value
+            })
+            .collect();
+        self.credentials.store(Arc::new(credentials));
     }
 }
 

@@ -100,6 +100,18 @@ where
     }
 }
 
+/// A request as keyward sends it on: its body capped at `max_body` bytes and framed by keyward
+/// (the sender's framing was taken off by [`crate::headers::take_framing`]).
+pub(crate) fn outgoing(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    max_body: u64,
+) -> Request<RequestBody> {
+    let body = Limited::new(body, max_body as usize);
+    crate::headers::frame_for(&mut parts.headers, &body);
+    Request::from_parts(parts, body)
+}
+
 /// The upstream's response as the next hop gets it: hop-by-hop headers and the upstream's
 /// framing removed (hyper frames the body again as it sends it on). A transfer coding keyward
 /// does not undo is the upstream's fault: 502. `head` says the request was a HEAD, whose

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Limited};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -44,7 +44,6 @@ pub(crate) struct Ingress {
     /// Whether OAuth metadata exists; without it, discovery paths get 404 unauthenticated.
     oauth: bool,
     trusted_proxies: TrustedProxies,
-    unauthenticated_timeout: Duration,
     max_header_bytes: usize,
     max_body_bytes: u64,
     metrics: Arc<Metrics>,
@@ -70,16 +69,10 @@ impl Ingress {
             challenge,
             oauth: config.resource_metadata.is_some(),
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
-            unauthenticated_timeout: config.unauthenticated_timeout(),
             max_header_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
             metrics,
         }
-    }
-
-    /// How long a connection may go without an authenticated request.
-    pub(crate) fn unauthenticated_timeout(&self) -> Duration {
-        self.unauthenticated_timeout
     }
 
     /// A copy for another worker: the same keyring, limits and metrics, and a backend pool of
@@ -244,10 +237,8 @@ impl Ingress {
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, self.backend_host.clone());
         telemetry::propagate(span, &mut parts.headers);
-        let head = parts.method == Method::HEAD;
-        let body = Limited::new(body, self.max_body_bytes as usize);
-        headers::frame_for(&mut parts.headers, &body);
-        let request = Request::from_parts(parts, body);
+        let request = forward::outgoing(parts, body, self.max_body_bytes);
+        let head = request.method() == Method::HEAD;
         let mut response = self.backend.send(request, self.backend_timeout).await?;
         forward::response_hygiene(&mut response, head)?;
         Ok((response.map(Either::Left), Some(client)))
