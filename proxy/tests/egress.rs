@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use http::StatusCode;
 use keyward::app::App;
-use keyward::config::Config;
 use keyward_tests::backend::TestBackend;
 use keyward_tests::client::{self, request, send, Reply};
+use keyward_tests::config::{table, Builder};
 use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 use keyward_tests::tls::TestCa;
+
+mod common;
+use common::parse;
 
 const CLIENT: &str = "ingress-client-key-0123456789";
 const APIM: &str = "apim-subscription-key-1a2b3c4d5e6f";
@@ -46,43 +49,28 @@ async fn pod() -> Pod {
     secrets.write_secret("apim-subscription-key", APIM);
     secrets.write_secret("other-key", OTHER);
     let ca_file = secrets.write("ca.pem", &ca.pem());
-    let config = Config::parse(&format!(
-        r#"
-        [ingress]
-        listen = "127.0.0.1:0"
-        backend = "http://{ingress_backend}"
-        [[ingress.clients]]
-        id = "c"
-        secret = "client"
-        [egress]
-        listen = "127.0.0.1:0"
-        extra_ca = "{ca_file}"
-        [[egress.routes]]
-        prefix = "/health/"
-        upstream = "https://localhost:{apim_port}/biotrackr/"
-        secret = "apim-subscription-key"
-        timeout = "300ms"
-        headers = {{ "X-Static-Tenant" = "biotrackr" }}
-        [[egress.routes]]
-        prefix = "/other/"
-        upstream = "http://{other}/"
-        header = "X-Functions-Key"
-        secret = "other-key"
-        [admin]
-        listen = "127.0.0.1:0"
-        [secrets]
-        source = "file"
-        dir = "{dir}"
-        watch_interval = "50ms"
-        rotation_overlap = "1h"
-        "#,
-        ingress_backend = ingress_backend.addr,
-        ca_file = ca_file.display(),
-        apim_port = apim.addr.port(),
-        other = other.addr,
-        dir = secrets.path().display(),
-    ))
-    .expect("config");
+    let mut apim_route = table([
+        ("prefix", "/health/"),
+        ("upstream", &format!("https://localhost:{}/biotrackr/", apim.addr.port())),
+        ("secret", "apim-subscription-key"),
+        ("timeout", "300ms"),
+    ]);
+    apim_route.insert("headers".into(), table([("X-Static-Tenant", "biotrackr")]).into());
+    let other_route = table([
+        ("prefix", "/other/"),
+        ("upstream", &format!("http://{}/", other.addr)),
+        ("header", "X-Functions-Key"),
+        ("secret", "other-key"),
+    ]);
+    let config = parse(
+        &Builder::files(secrets.path())
+            .backend(ingress_backend.addr)
+            .client("c", "client")
+            .route_with(apim_route)
+            .route_with(other_route)
+            .set("egress.extra_ca", ca_file.to_str().unwrap())
+            .set("secrets.rotation_overlap", "1h"),
+    );
     let app = App::start(config, Default::default()).await.expect("start");
     let pod = Pod { app, apim, other, secrets, _ingress_backend: ingress_backend };
     let up = eventually(Duration::from_secs(5), || async {
@@ -209,29 +197,11 @@ async fn an_unreachable_upstream_gives_502_without_detail() {
     let secrets = TempDir::new("egress-dead");
     secrets.write_secret("client", CLIENT);
     secrets.write_secret("k", OTHER);
-    let config = Config::parse(&format!(
-        r#"
-        [ingress]
-        listen = "127.0.0.1:0"
-        [[ingress.clients]]
-        id = "c"
-        secret = "client"
-        [egress]
-        listen = "127.0.0.1:0"
-        [[egress.routes]]
-        prefix = "/dead/"
-        upstream = "http://127.0.0.1:{port}/"
-        secret = "k"
-        [admin]
-        listen = "127.0.0.1:0"
-        [secrets]
-        source = "file"
-        dir = "{dir}"
-        watch_interval = "50ms"
-        "#,
-        dir = secrets.path().display(),
-    ))
-    .unwrap();
+    let config = parse(&Builder::files(secrets.path()).client("c", "client").route(
+        "/dead/",
+        &format!("http://127.0.0.1:{port}/"),
+        "k",
+    ));
     let app = App::start(config, Default::default()).await.unwrap();
     let egress = app.egress_addr.unwrap();
     let mut reply = send(&client::http1(), request(egress, "GET", "/dead/x", &[], "")).await;

@@ -10,9 +10,15 @@ use tokio::net::TcpStream;
 
 mod common;
 use common::{pod, pod_with, ALPHA};
+use keyward_tests::config::Builder;
 
 fn with_forwarded_for(key: &str, forwarded_for: &str) -> Vec<(&'static str, String)> {
     vec![("x-api-key", key.to_owned()), ("x-forwarded-for", forwarded_for.to_owned())]
+}
+
+/// A limiter allowing `burst` failures, then one a minute.
+fn limited(config: Builder, burst: i64) -> Builder {
+    config.set("ingress.auth_failure_burst", burst).set("ingress.auth_failures_per_minute", 1)
 }
 
 async fn status_of(addr: std::net::SocketAddr, headers: &[(&'static str, String)]) -> u16 {
@@ -22,8 +28,7 @@ async fn status_of(addr: std::net::SocketAddr, headers: &[(&'static str, String)
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_one_client_s_failures_do_not_lock_out_another() {
-    let limits = "auth_failure_burst = 3\nauth_failures_per_minute = 1";
-    let pod = pod_with(&format!("{limits}\ntrusted_proxies = [\"127.0.0.0/8\"]")).await;
+    let pod = pod_with(|c| limited(c, 3).set("ingress.trusted_proxies", vec!["127.0.0.0/8"])).await;
     let addr = pod.app.ingress_addr;
     for _ in 0..3 {
         assert_eq!(status_of(addr, &with_forwarded_for("wrong", "198.51.100.7")).await, 401);
@@ -40,7 +45,7 @@ async fn behind_a_trusted_proxy_one_client_s_failures_do_not_lock_out_another() 
 
 #[tokio::test]
 async fn from_an_untrusted_peer_a_forged_forwarded_for_changes_nothing() {
-    let pod = pod_with("auth_failure_burst = 3\nauth_failures_per_minute = 1").await;
+    let pod = pod_with(|c| limited(c, 3)).await;
     let addr = pod.app.ingress_addr;
     for n in 0..3 {
         let forged = with_forwarded_for("wrong", &format!("198.51.100.{n}"));
@@ -92,7 +97,7 @@ async fn a_preflight_from_an_allowed_origin_is_answered_without_a_key() {
 
 #[tokio::test]
 async fn oauth_discovery_without_oauth_is_a_404_that_costs_no_failed_key_check() {
-    let pod = pod_with("auth_failure_burst = 2\nauth_failures_per_minute = 1").await;
+    let pod = pod_with(|c| limited(c, 2)).await;
     let http = client::http1();
     let addr = pod.app.ingress_addr;
     for path in [

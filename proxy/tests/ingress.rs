@@ -13,7 +13,7 @@ use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 
 mod common;
-use common::{config, open_stream, pod, pod_with, ALPHA, BETA};
+use common::{config, open_stream, parse, pod, pod_with, ALPHA, BETA};
 
 fn unauthorized(reply: &client::Reply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -164,7 +164,9 @@ async fn a_client_disconnect_reaches_the_backend() {
 
 #[tokio::test]
 async fn oversize_bodies_and_headers_are_refused() {
-    let pod = pod_with("max_body_bytes = 1024\nmax_header_bytes = 2048").await;
+    let pod =
+        pod_with(|c| c.set("ingress.max_body_bytes", 1024).set("ingress.max_header_bytes", 2048))
+            .await;
     let addr = pod.app.ingress_addr;
     let http = client::http1();
     let big = "x".repeat(2000);
@@ -181,7 +183,7 @@ async fn oversize_bodies_and_headers_are_refused() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_cap_is_refused() {
-    let pod = pod_with("max_body_bytes = 1024").await;
+    let pod = pod_with(|c| c.set("ingress.max_body_bytes", 1024)).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let body = keyward_tests::backend::ChannelBody::new(rx);
     let request = http::Request::post(format!("http://{}/upload", pod.app.ingress_addr))
@@ -214,12 +216,7 @@ async fn backend_faults_give_502_and_504() {
     let secrets = TempDir::new("dead");
     secrets.write_secret("alpha-key", ALPHA);
     secrets.write_secret("beta-key", BETA);
-    let mut config = config(&pod.backend, &secrets, "");
-    config.ingress.backend = keyward::config::url::CheckedUrl::parse(
-        &format!("http://{dead}"),
-        &keyward::config::url::BACKEND,
-    )
-    .unwrap();
+    let config = parse(&config(&pod.backend, &secrets).backend(dead));
     let app = App::start(config, Default::default()).await.unwrap();
     let mut reply = get_with_key(app.ingress_addr, "/", ALPHA).await;
     for _ in 0..100 {
@@ -235,7 +232,10 @@ async fn backend_faults_give_502_and_504() {
 
 #[tokio::test]
 async fn repeated_failures_from_one_peer_get_429() {
-    let pod = pod_with("auth_failure_burst = 3\nauth_failures_per_minute = 1").await;
+    let pod = pod_with(|c| {
+        c.set("ingress.auth_failure_burst", 3).set("ingress.auth_failures_per_minute", 1)
+    })
+    .await;
     let addr = pod.app.ingress_addr;
     for _ in 0..3 {
         assert_eq!(get_with_key(addr, "/", "wrong").await.status, 401);
@@ -251,7 +251,7 @@ async fn a_missing_secret_keeps_keyward_unready_and_closed() {
     let backend = TestBackend::start().await;
     let secrets = TempDir::new("missing");
     secrets.write("beta-key", "");
-    let app = App::start(config(&backend, &secrets, ""), Default::default()).await.unwrap();
+    let app = App::start(parse(&config(&backend, &secrets)), Default::default()).await.unwrap();
     let http = client::http1();
     let ready = |app: &App| request(app.admin_addr, "GET", "/readyz", &[], "");
     let reply = send(&http, ready(&app)).await;
@@ -318,7 +318,7 @@ async fn shutdown_drains_in_flight_requests() {
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let pod = pod_with("max_connections = 2").await;
+    let pod = pod_with(|c| c.set("ingress.max_connections", 2)).await;
     let addr = pod.app.ingress_addr;
     let hello = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: {ALPHA}\r\n\r\n");
     let mut held = Vec::new();
@@ -342,7 +342,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
 
 #[tokio::test]
 async fn backend_connections_are_kept_alive_and_reused() {
-    let pod = pod_with("workers = 1").await;
+    let pod = pod_with(|c| c.set("ingress.workers", 1)).await;
     let client = client::http1();
     let opened = pod.backend.connections();
     for _ in 0..20 {
@@ -363,7 +363,7 @@ async fn backend_connections_are_kept_alive_and_reused() {
 
 #[tokio::test]
 async fn a_busy_stream_keeps_its_backend_connection_to_itself() {
-    let pod = pod_with("workers = 1").await;
+    let pod = pod_with(|c| c.set("ingress.workers", 1)).await;
     let (response, events) = open_stream(&pod, "data: open\n\n").await;
     let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
@@ -384,7 +384,7 @@ async fn a_busy_stream_keeps_its_backend_connection_to_itself() {
 
 #[tokio::test]
 async fn a_backend_that_closes_every_connection_costs_no_request() {
-    let pod = pod_with("workers = 1").await;
+    let pod = pod_with(|c| c.set("ingress.workers", 1)).await;
     let client = client::http1();
     let opened = pod.backend.connections();
     for _ in 0..10 {
@@ -403,7 +403,7 @@ async fn a_backend_that_closes_every_connection_costs_no_request() {
 async fn no_other_socket_can_join_the_ingress_port() {
     // Containers of a pod share its network namespace (and may share a uid): a socket that
     // could join keyward's port with SO_REUSEPORT would receive a share of the clients.
-    let pod = pod_with("workers = 2").await;
+    let pod = pod_with(|c| c.set("ingress.workers", 2)).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
     socket.set_reuseport(true).unwrap();

@@ -11,9 +11,15 @@ use tokio::net::TcpStream;
 
 mod common;
 use common::{open_stream, pod_with, ALPHA};
+use keyward_tests::config::Builder;
 
-const TIMEOUTS: &str =
-    "header_read_timeout = \"300ms\"\nunauthenticated_timeout = \"500ms\"\nidle_timeout = \"700ms\"";
+/// Short header-read, unauthenticated and idle timeouts.
+fn timeouts(config: Builder) -> Builder {
+    config
+        .set("ingress.header_read_timeout", "300ms")
+        .set("ingress.unauthenticated_timeout", "500ms")
+        .set("ingress.idle_timeout", "700ms")
+}
 
 /// How long until keyward closes `stream` (reading and discarding what it sends).
 async fn closed_after(mut stream: TcpStream) -> Duration {
@@ -26,7 +32,7 @@ async fn closed_after(mut stream: TcpStream) -> Duration {
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
-    let pod = pod_with(TIMEOUTS).await;
+    let pod = pod_with(timeouts).await;
     let stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
     let held = closed_after(stream).await;
     assert!(held >= Duration::from_millis(250) && held < Duration::from_secs(2), "{held:?}");
@@ -34,7 +40,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout
 
 #[tokio::test]
 async fn an_h2_connection_that_never_authenticates_is_closed() {
-    let pod = pod_with(TIMEOUTS).await;
+    let pod = pod_with(timeouts).await;
     let stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -57,7 +63,7 @@ async fn an_h2_connection_that_never_authenticates_is_closed() {
 
 #[tokio::test]
 async fn an_idle_authenticated_connection_is_closed_but_a_stream_in_flight_is_never_cut() {
-    let pod = pod_with(TIMEOUTS).await;
+    let pod = pod_with(timeouts).await;
     let (response, events) = open_stream(&pod, "data: 0\n\n").await;
     let mut body = response.into_body();
 

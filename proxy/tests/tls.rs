@@ -9,14 +9,17 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use keyward::app::App;
-use keyward::config::Config;
 use keyward_tests::backend::TestBackend;
+use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 use keyward_tests::tls::TestCa;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+mod common;
+use common::parse;
 
 const KEY: &str = "tls-client-key-0123456789abcdef";
 
@@ -62,28 +65,13 @@ async fn tls_terminates_with_alpn_and_reloads_a_renewed_certificate() {
     let first = ca.issue(&["localhost"]);
     let cert = dir.write("tls.crt", &first.cert_pem);
     let key = dir.write("tls.key", &first.key_pem);
-    let config = Config::parse(&format!(
-        r#"
-        [ingress]
-        listen = "127.0.0.1:0"
-        backend = "http://{backend}"
-        tls = {{ cert = "{cert}", key = "{key}" }}
-        [[ingress.clients]]
-        id = "tls-client"
-        secret = "client"
-        [admin]
-        listen = "127.0.0.1:0"
-        [secrets]
-        source = "file"
-        dir = "{dir}"
-        watch_interval = "50ms"
-        "#,
-        backend = backend.addr,
-        cert = cert.display(),
-        key = key.display(),
-        dir = dir.path().display(),
-    ))
-    .unwrap();
+    let config = parse(
+        &Builder::files(dir.path())
+            .backend(backend.addr)
+            .client("tls-client", "client")
+            .set("ingress.tls.cert", cert.to_str().unwrap())
+            .set("ingress.tls.key", key.to_str().unwrap()),
+    );
     let app = App::start(config, Default::default()).await.unwrap();
     let addr = app.ingress_addr;
 

@@ -1,10 +1,11 @@
-//! Support for keyward's test suites: a streaming test backend, an HTTP client, temporary
-//! secret directories, and a handle on the real `keyward` binary.
+//! Support for keyward's test suites: a streaming test backend, an HTTP client, a config
+//! builder, temporary secret directories, and a handle on the real `keyward` binary.
 //!
 //! Everything listens on and connects to loopback only.
 
 pub mod backend;
 pub mod client;
+pub mod config;
 pub mod dir;
 pub mod fake_azure;
 pub mod leak;

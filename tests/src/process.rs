@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::StatusCode;
+
+use crate::client::{get_with_key, http1, request, send};
+
 /// Path of a workspace binary built by the same `cargo test` run.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -89,6 +93,26 @@ impl Keyward {
     /// Everything the process wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Whether its admin `/readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        self.readyz().await == StatusCode::OK
+    }
+
+    /// The status of its admin `/readyz`.
+    pub async fn readyz(&self) -> StatusCode {
+        send(&http1(), request(self.admin, "GET", "/readyz", &[], "")).await.status
+    }
+
+    /// Waits up to `limit` for `/readyz` to answer 200; true if it did.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        eventually(limit, || self.ready()).await
+    }
+
+    /// The status of a GET of the MCP path with `key` as its `X-Api-Key`.
+    pub async fn status(&self, key: &str) -> StatusCode {
+        get_with_key(self.ingress, "/mcp", key).await.status
     }
 
     /// The process id.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use keyward_tests::backend::TestBackend;
 use keyward_tests::client::{self, request, send, Reply};
+use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_azure::FakeAzure;
 use keyward_tests::otlp::OtlpReceiver;
@@ -109,62 +110,29 @@ impl Canary {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead = closed.local_addr().unwrap();
         drop(closed);
-        let secrets = match source {
-            Source::Files => format!(
-                "source = \"file\"\ndir = \"{}\"\nwatch_interval = \"100ms\"",
-                self.secrets.path().display()
-            ),
-            Source::Vault(azure) => format!(
-                "source = \"keyvault\"\nvault_url = \"{}\"\nvault_address = \"127.0.0.1\"\n\
-                 ca_file = \"{}\"\ncredential = \"managed_identity\"\nrefresh_interval = \"200ms\"",
-                azure.vault_url(),
-                self.dir.write("vault-ca.pem", &azure.ca_pem()).display(),
-            ),
+        let config = match source {
+            Source::Files => {
+                Builder::files(self.secrets.path()).set("secrets.watch_interval", "100ms")
+            }
+            Source::Vault(azure) => {
+                let ca = self.dir.write("vault-ca.pem", &azure.ca_pem());
+                Builder::key_vault(&azure.vault_url(), &ca)
+                    .set("secrets.credential", "managed_identity")
+            }
         };
-        self.dir.write(
-            "keyward.toml",
-            &format!(
-                r#"
-[ingress]
-listen = "127.0.0.1:0"
-backend = "http://{backend}"
-max_header_bytes = 4096
-
-[[ingress.clients]]
-id = "canary-agent"
-secret = "mcp-client-canary"
-
-[egress]
-listen = "127.0.0.1:0"
-
-[[egress.routes]]
-prefix = "/health/"
-upstream = "http://{upstream}/biotrackr/"
-secret = "apim-subscription-key"
-
-[[egress.routes]]
-prefix = "/down/"
-upstream = "http://{dead}/"
-secret = "apim-subscription-key"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[secrets]
-{secrets}
-rotation_overlap = "1h"
-
-[telemetry]
-log_level = "trace"
-otlp_endpoint = "{otlp}"
-otlp_protocol = "http/protobuf"
-service_name = "keyward-canary"
-"#,
-                backend = self.backend.addr,
-                upstream = self.upstream.addr,
-                otlp = self.receiver.endpoint(),
-            ),
-        )
+        let apim = "apim-subscription-key";
+        config
+            .backend(self.backend.addr)
+            .set("ingress.max_header_bytes", 4096)
+            .client("canary-agent", "mcp-client-canary")
+            .route("/health/", &format!("http://{}/biotrackr/", self.upstream.addr), apim)
+            .route("/down/", &format!("http://{dead}/"), apim)
+            .set("secrets.rotation_overlap", "1h")
+            .set("telemetry.log_level", "trace")
+            .set("telemetry.otlp_endpoint", self.receiver.endpoint())
+            .set("telemetry.otlp_protocol", "http/protobuf")
+            .set("telemetry.service_name", "keyward-canary")
+            .write(&self.dir)
     }
 
     fn start(&self, source: &Source<'_>) -> Keyward {

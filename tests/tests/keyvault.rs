@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use keyward_tests::backend::TestBackend;
-use keyward_tests::client::{self, get_with_key, request, send};
+use keyward_tests::client::{self, request, send};
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_azure::{Attributes, FakeAzure};
 use keyward_tests::process::{eventually, Keyward};
@@ -35,11 +35,12 @@ impl Setup {
     }
 
     fn config(&self, azure: &FakeAzure, overlap: &str) -> PathBuf {
-        let secrets = format!(
-            "credential = \"managed_identity\"\n\
-             client_id = \"11111111-2222-3333-4444-555555555555\"\nrotation_overlap = \"{overlap}\""
-        );
-        azure.keyward_config(&self.dir, self.backend.addr, self.upstream.addr, &secrets)
+        azure
+            .keyward_config(&self.dir, self.backend.addr, self.upstream.addr)
+            .set("secrets.credential", "managed_identity")
+            .set("secrets.client_id", "11111111-2222-3333-4444-555555555555")
+            .set("secrets.rotation_overlap", overlap)
+            .write(&self.dir)
     }
 
     fn start(&self, azure: &FakeAzure, overlap: &str) -> Keyward {
@@ -50,15 +51,6 @@ impl Setup {
             &[("IDENTITY_ENDPOINT", &endpoint), ("IDENTITY_HEADER", &header)],
         )
     }
-}
-
-async fn ready(keyward: &Keyward) -> bool {
-    let reply = send(&client::http1(), request(keyward.admin, "GET", "/readyz", &[], "")).await;
-    reply.status == 200
-}
-
-async fn status(keyward: &Keyward, key: &str) -> StatusCode {
-    get_with_key(keyward.ingress, "/mcp", key).await.status
 }
 
 fn now() -> i64 {
@@ -77,9 +69,9 @@ async fn keyward_loads_from_key_vault_and_injects_the_vault_s_key() {
     azure.set_secret("apim-subscription-key", APIM);
     azure.expect_client_id(Some("11111111-2222-3333-4444-555555555555"));
     let keyward = setup.start(&azure, "1h");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await, "{}", keyward.output());
-    assert_eq!(status(&keyward, OLD).await, 200);
-    assert_eq!(status(&keyward, "wrong").await, 401);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await, "{}", keyward.output());
+    assert_eq!(keyward.status(OLD).await, 200);
+    assert_eq!(keyward.status("wrong").await, 401);
 
     let egress = keyward.egress.expect("egress configured");
     let reply =
@@ -106,11 +98,11 @@ async fn keyward_becomes_ready_when_key_vault_appears_later() {
     azure.set_available(false);
     let keyward = setup.start(&azure, "1h");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!ready(&keyward).await);
-    assert_eq!(status(&keyward, OLD).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!keyward.ready().await);
+    assert_eq!(keyward.status(OLD).await, StatusCode::SERVICE_UNAVAILABLE);
     azure.set_available(true);
-    assert!(eventually(Duration::from_secs(20), || ready(&keyward)).await, "{}", keyward.output());
-    assert_eq!(status(&keyward, OLD).await, 200);
+    assert!(eventually(Duration::from_secs(20), || keyward.ready()).await, "{}", keyward.output());
+    assert_eq!(keyward.status(OLD).await, 200);
 }
 
 /// A vault holding the client's OLD key and the APIM key, and a keyward that has loaded them.
@@ -120,7 +112,7 @@ async fn ready_with_old_key() -> (Setup, FakeAzure, Keyward) {
     azure.set_secret("mcp-client-agent", OLD);
     azure.set_secret("apim-subscription-key", APIM);
     let keyward = setup.start(&azure, "1h");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await);
     (setup, azure, keyward)
 }
 
@@ -155,7 +147,7 @@ async fn rotation_keeps_both_keys_through_the_overlap_with_no_failed_request() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     azure.set_secret("mcp-client-agent", NEW);
     assert!(
-        eventually(Duration::from_secs(10), || async { status(&keyward, NEW).await == 200 }).await
+        eventually(Duration::from_secs(10), || async { keyward.status(NEW).await == 200 }).await
     );
     let new_clients = hammer(&keyward, NEW, stop.clone());
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -178,13 +170,13 @@ async fn the_old_key_is_refused_after_the_overlap_also_after_a_restart() {
     // A keyward started now learns from the versions' attributes that OLD was replaced a
     // moment ago, and keeps accepting it for the 3 s overlap, then refuses it.
     let keyward = setup.start(&azure, "3s");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
-    assert_eq!(status(&keyward, NEW).await, 200);
-    assert_eq!(status(&keyward, OLD).await, 200, "the replaced key within its overlap");
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await);
+    assert_eq!(keyward.status(NEW).await, 200);
+    assert_eq!(keyward.status(OLD).await, 200, "the replaced key within its overlap");
     let refused =
-        eventually(Duration::from_secs(10), || async { status(&keyward, OLD).await == 401 }).await;
+        eventually(Duration::from_secs(10), || async { keyward.status(OLD).await == 401 }).await;
     assert!(refused, "the replaced key outlived the overlap");
-    assert_eq!(status(&keyward, NEW).await, 200);
+    assert_eq!(keyward.status(NEW).await, 200);
 }
 
 /// Two versions written within one second, `NEW` the vault's latest; the id order is made the
@@ -211,8 +203,8 @@ async fn a_superseded_version_never_comes_back_when_a_newer_one_expired_on_arriv
     azure.set_secret("apim-subscription-key", APIM);
     two_versions_in_one_second(&azure).await;
     let keyward = setup.start(&azure, "2s");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
-    assert_eq!(status(&keyward, NEW).await, 200, "the vault's latest is current");
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await);
+    assert_eq!(keyward.status(NEW).await, 200, "the vault's latest is current");
 
     // A third version whose `exp` is already past becomes the vault's latest.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -220,17 +212,17 @@ async fn a_superseded_version_never_comes_back_when_a_newer_one_expired_on_arriv
     azure.set_secret_with("mcp-client-agent", "kv-client-key-expired-0f1e2d3c4b5a", expired);
     // Past the overlap, the replaced key is refused and the current one still accepted.
     let refused =
-        eventually(Duration::from_secs(10), || async { status(&keyward, OLD).await == 401 }).await;
+        eventually(Duration::from_secs(10), || async { keyward.status(OLD).await == 401 }).await;
     assert!(refused, "the superseded key is accepted again");
     for _ in 0..5 {
-        assert_eq!(status(&keyward, NEW).await, 200, "the current key was refused");
+        assert_eq!(keyward.status(NEW).await, 200, "the current key was refused");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // A restart settles the tie the same way.
     drop(keyward);
     let keyward = setup.start(&azure, "2s");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
-    assert_eq!(status(&keyward, NEW).await, 200);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await);
+    assert_eq!(keyward.status(NEW).await, 200);
     assert_no_secret_in(&keyward.output());
 }
 
@@ -244,9 +236,9 @@ async fn disabled_and_expired_versions_are_never_accepted() {
     let expired = Attributes { expires: Some(now() - 10), ..Attributes::default() };
     azure.set_secret_with("mcp-client-agent", NEW, expired);
     let keyward = setup.start(&azure, "1h");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
-    assert_eq!(status(&keyward, NEW).await, 401, "an expired version was accepted");
-    assert_eq!(status(&keyward, OLD).await, 200);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await);
+    assert_eq!(keyward.status(NEW).await, 401, "an expired version was accepted");
+    assert_eq!(keyward.status(OLD).await, 200);
 
     // Disabling the only valid version revokes it at the next refresh.
     azure.update_version(
@@ -255,11 +247,11 @@ async fn disabled_and_expired_versions_are_never_accepted() {
         Attributes { enabled: false, ..Attributes::default() },
     );
     let revoked = eventually(Duration::from_secs(10), || async {
-        status(&keyward, OLD).await != StatusCode::OK
+        keyward.status(OLD).await != StatusCode::OK
     })
     .await;
     assert!(revoked, "a disabled version stayed accepted");
-    assert!(!ready(&keyward).await, "no valid version: not ready");
+    assert!(!keyward.ready().await, "no valid version: not ready");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +274,7 @@ async fn an_outage_keeps_the_last_good_snapshot_with_no_failed_request() {
     let (ok, failed) = clients.await.unwrap();
     assert!(ok > 0);
     assert_eq!(failed, 0, "requests failed while Key Vault was down");
-    assert!(ready(&keyward).await);
+    assert!(keyward.ready().await);
     let output = keyward.output();
     let metrics = send(&client::http1(), request(keyward.admin, "GET", "/metrics", &[], "")).await;
     assert!(metrics.text().contains("keyward_secret_snapshot_age_seconds "));
@@ -297,12 +289,12 @@ async fn an_expired_token_is_renewed() {
     azure.set_secret("apim-subscription-key", APIM);
     azure.set_token_lifetime(1);
     let keyward = setup.start(&azure, "1h");
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await);
     let issued = azure.tokens_issued();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     azure.set_secret("mcp-client-agent", NEW);
     let rotated =
-        eventually(Duration::from_secs(10), || async { status(&keyward, NEW).await == 200 }).await;
+        eventually(Duration::from_secs(10), || async { keyward.status(NEW).await == 200 }).await;
     assert!(rotated, "no reload after the token expired:\n{}", keyward.output());
     assert!(azure.tokens_issued() > issued, "the token was never renewed");
 }

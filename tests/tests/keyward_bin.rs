@@ -9,41 +9,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keyward_tests::backend::TestBackend;
+use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::process::{binary, eventually, Keyward};
 
 const KEY: &str = "canary-client-key-5f3a9c1e7b2d4806";
 const ROTATED: &str = "canary-rotated-key-0c8e6a4f2b1d3957";
 
-fn config(dir: &TempDir, backend: &TestBackend, extra_ingress: &str, watch: &str) -> PathBuf {
-    dir.write(
-        "keyward.toml",
-        &format!(
-            r#"
-[ingress]
-listen = "127.0.0.1:0"
-backend = "http://{backend}"
-header_read_timeout = "500ms"
-shutdown_grace = "5s"
-{extra_ingress}
-
-[[ingress.clients]]
-id = "inspector"
-secret = "mcp-client-inspector"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[secrets]
-source = "file"
-dir = "{secrets}"
-watch_interval = "{watch}"
-rotation_overlap = "0s"
-"#,
-            backend = backend.addr,
-            secrets = dir.path().join("secrets").display(),
-        ),
-    )
+fn config(dir: &TempDir, backend: &TestBackend, watch: &str) -> PathBuf {
+    Builder::files(&dir.path().join("secrets"))
+        .backend(backend.addr)
+        .client("inspector", "mcp-client-inspector")
+        .set("ingress.header_read_timeout", "500ms")
+        .set("ingress.shutdown_grace", "5s")
+        .set("secrets.watch_interval", watch)
+        .set("secrets.rotation_overlap", "0s")
+        .write(dir)
 }
 
 fn secrets(dir: &TempDir) -> TempDir {
@@ -63,8 +44,8 @@ fn status_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned()
 }
 
-async fn started(dir: &TempDir, backend: &TestBackend, extra: &str, watch: &str) -> Keyward {
-    let keyward = Keyward::start(&config(dir, backend, extra, watch));
+async fn started(dir: &TempDir, backend: &TestBackend, watch: &str) -> Keyward {
+    let keyward = Keyward::start(&config(dir, backend, watch));
     let ready = format!("http://{}/readyz", keyward.admin);
     let came_up = eventually(Duration::from_secs(10), || {
         let ready = ready.clone();
@@ -133,7 +114,7 @@ async fn curl_through_the_real_binary_over_http1_and_h2c() {
     let dir = TempDir::new("bin");
     let _secrets = secrets(&dir);
     let backend = TestBackend::start().await;
-    let keyward = started(&dir, &backend, "", "100ms").await;
+    let keyward = started(&dir, &backend, "100ms").await;
     let url = format!("http://{}/mcp", keyward.ingress);
     let header = format!("X-Api-Key: {KEY}");
 
@@ -170,7 +151,7 @@ async fn curl_sees_sse_events_as_they_are_written() {
     let dir = TempDir::new("sse");
     let _secrets = secrets(&dir);
     let backend = TestBackend::start().await;
-    let keyward = started(&dir, &backend, "", "100ms").await;
+    let keyward = started(&dir, &backend, "100ms").await;
     let mut curl = Command::new("curl")
         .args(["-sSN", "--max-time", "20", "-H", &format!("X-Api-Key: {KEY}")])
         .arg(format!("http://{}/sse", keyward.ingress))
@@ -203,7 +184,7 @@ async fn sighup_reloads_a_rotated_key_without_a_restart() {
     let dir = TempDir::new("hup");
     let secrets = secrets(&dir);
     let backend = TestBackend::start().await;
-    let keyward = started(&dir, &backend, "", "1h").await;
+    let keyward = started(&dir, &backend, "1h").await;
     let url = format!("http://{}/", keyward.ingress);
     let with = |key: &str| {
         status_of(&curl(&[
@@ -244,7 +225,7 @@ async fn a_slowloris_client_is_cut_off() {
     let dir = TempDir::new("slow");
     let _secrets = secrets(&dir);
     let backend = TestBackend::start().await;
-    let keyward = started(&dir, &backend, "", "100ms").await;
+    let keyward = started(&dir, &backend, "100ms").await;
     let mut socket = TcpStream::connect(keyward.ingress).unwrap();
     socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -265,7 +246,7 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
     let dir = TempDir::new("term");
     let _secrets = secrets(&dir);
     let backend = TestBackend::start().await;
-    let mut keyward = started(&dir, &backend, "", "100ms").await;
+    let mut keyward = started(&dir, &backend, "100ms").await;
     let url = format!("http://{}/sse", keyward.ingress);
     let stream = Command::new("curl")
         .args(["-sSN", "--max-time", "20", "-H", &format!("X-Api-Key: {KEY}"), &url])
@@ -297,7 +278,7 @@ async fn sigterm_drains_in_flight_streams_then_exits() {
 async fn a_missing_directory_and_an_empty_secret_are_named_as_such() {
     let dir = TempDir::new("bin-missing");
     let backend = TestBackend::start().await;
-    let keyward = Keyward::start(&config(&dir, &backend, "", "100ms"));
+    let keyward = Keyward::start(&config(&dir, &backend, "100ms"));
     let missing = dir.path().join("secrets").display().to_string();
     let named = eventually(Duration::from_secs(10), || async {
         let output = keyward.output();
@@ -327,7 +308,7 @@ async fn the_running_binary_writes_no_core() {
     let dir = TempDir::new("bin-core");
     let _secrets = secrets(&dir);
     let backend = TestBackend::start().await;
-    let keyward = started(&dir, &backend, "", "100ms").await;
+    let keyward = started(&dir, &backend, "100ms").await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", keyward.pid())).unwrap();
     let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
     let fields: Vec<&str> = core.split_whitespace().collect();

@@ -1,31 +1,23 @@
 //! OTLP export from the real binary, both ways it is configured: the `[telemetry]` keys with
 //! gRPC, and the standard `OTEL_*` variables with protobuf over HTTP.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use keyward_tests::backend::TestBackend;
 use keyward_tests::client::{self, request, send};
+use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::otlp::OtlpReceiver;
 use keyward_tests::process::{eventually, Keyward};
 
 const KEY: &str = "telemetry-client-key-0123456789";
 
-fn config(dir: &TempDir, backend: &TestBackend, telemetry: &str) -> PathBuf {
+fn config(dir: &TempDir, backend: &TestBackend) -> Builder {
     dir.write_secret("client", KEY);
-    dir.write(
-        "keyward.toml",
-        &format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\nbackend = \"http://{}\"\n\
-             [[ingress.clients]]\nid = \"otel-client\"\nsecret = \"client\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\
-             [secrets]\nsource = \"file\"\ndir = \"{}\"\nwatch_interval = \"100ms\"\n\
-             [telemetry]\n{telemetry}\n",
-            backend.addr,
-            dir.path().display()
-        ),
-    )
+    Builder::files(dir.path())
+        .backend(backend.addr)
+        .client("otel-client", "client")
+        .set("secrets.watch_interval", "100ms")
 }
 
 async fn one_request_and_its_span(keyward: &Keyward, receiver: &OtlpReceiver) -> String {
@@ -56,12 +48,11 @@ async fn one_request_and_its_span(keyward: &Keyward, receiver: &OtlpReceiver) ->
 async fn spans_are_exported_over_grpc_from_the_config() {
     let (dir, backend, receiver) =
         (TempDir::new("otel-grpc"), TestBackend::start().await, OtlpReceiver::start().await);
-    let telemetry =
-        format!("otlp_endpoint = \"{}\"\notlp_protocol = \"grpc\"", receiver.endpoint());
-    let keyward = Keyward::start_with_env(
-        &config(&dir, &backend, &telemetry),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let config = config(&dir, &backend)
+        .set("telemetry.otlp_endpoint", receiver.endpoint())
+        .set("telemetry.otlp_protocol", "grpc");
+    let keyward =
+        Keyward::start_with_env(&config.write(&dir), &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     assert_eq!(one_request_and_its_span(&keyward, &receiver).await, "keyward");
 }
 
@@ -76,6 +67,6 @@ async fn the_standard_otel_variables_work_too() {
         ("OTEL_SERVICE_NAME", "keyward-from-env"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let keyward = Keyward::start_with_env(&config(&dir, &backend, ""), &env);
+    let keyward = Keyward::start_with_env(&config(&dir, &backend).write(&dir), &env);
     assert_eq!(one_request_and_its_span(&keyward, &receiver).await, "keyward-from-env");
 }

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
-use keyward_tests::client::{self, get_with_key, request, send};
+use keyward_tests::client::{self, request, send};
+use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_azure::{Endpoint, FakeAzure};
 use keyward_tests::leak::assert_absent;
@@ -38,10 +39,12 @@ impl Setup {
         }
     }
 
-    /// A keyward configuration reading `azure`'s vault; `extra` goes into `[secrets]`.
-    fn config(&self, azure: &FakeAzure, extra: &str) -> PathBuf {
-        let secrets = format!("authority_host = \"{}\"\n{extra}", azure.entra_authority());
-        azure.keyward_config(&self.dir, self.backend.addr, self.backend.addr, &secrets)
+    /// A keyward configuration reading `azure`'s vault with `credential`, Entra ID at the fake.
+    fn config(&self, azure: &FakeAzure, credential: &str) -> Builder {
+        azure
+            .keyward_config(&self.dir, self.backend.addr, self.backend.addr)
+            .set("secrets.authority_host", azure.entra_authority())
+            .set("secrets.credential", credential)
     }
 
     /// Writes the federated token file as the kubelet does (atomic replace, mode 0600).
@@ -56,7 +59,7 @@ impl Setup {
         let file = self.write_token(token);
         let (tenant, client) = (azure.tenant_id(), azure.entra_client_id());
         Keyward::start_with_env(
-            &self.config(azure, "credential = \"auto\""),
+            &self.config(azure, "auto").write(&self.dir),
             &[
                 ("AZURE_FEDERATED_TOKEN_FILE", path(&file)),
                 ("AZURE_TENANT_ID", &tenant),
@@ -68,18 +71,6 @@ impl Setup {
 
 fn path(file: &Path) -> &str {
     file.to_str().expect("UTF-8 temp path")
-}
-
-async fn ready(keyward: &Keyward) -> bool {
-    readyz(keyward).await == StatusCode::OK
-}
-
-async fn readyz(keyward: &Keyward) -> StatusCode {
-    send(&client::http1(), request(keyward.admin, "GET", "/readyz", &[], "")).await.status
-}
-
-async fn status(keyward: &Keyward, key: &str) -> StatusCode {
-    get_with_key(keyward.ingress, "/mcp", key).await.status
 }
 
 /// A vault holding the client key and the APIM key.
@@ -100,9 +91,9 @@ async fn auto_picks_workload_identity_and_serves_with_the_vault_s_key() {
     let azure = azure_with_secrets().await;
     let federated = azure.federated_token();
     let keyward = setup.start(&azure, &federated);
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await, "{}", keyward.output());
-    assert_eq!(status(&keyward, OLD).await, 200);
-    assert_eq!(status(&keyward, "wrong").await, 401);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await, "{}", keyward.output());
+    assert_eq!(keyward.status(OLD).await, 200);
+    assert_eq!(keyward.status("wrong").await, 401);
 
     let egress = keyward.egress.expect("egress configured");
     let reply =
@@ -137,14 +128,13 @@ async fn secrets_client_id_names_the_application_without_azure_client_id() {
     let app = "0f1e2d3c-4b5a-6978-8a9b-acbdcedfe0f1";
     azure.set_entra_client_id(app);
     let file = setup.write_token(&azure.federated_token());
-    let extra = format!("credential = \"workload_identity\"\nclient_id = \"{app}\"");
     let tenant = azure.tenant_id();
     let keyward = Keyward::start_with_env(
-        &setup.config(&azure, &extra),
+        &setup.config(&azure, "workload_identity").set("secrets.client_id", app).write(&setup.dir),
         &[("AZURE_FEDERATED_TOKEN_FILE", path(&file)), ("AZURE_TENANT_ID", &tenant)],
     );
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await, "{}", keyward.output());
-    assert_eq!(status(&keyward, OLD).await, 200);
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await, "{}", keyward.output());
+    assert_eq!(keyward.status(OLD).await, 200);
     assert!(azure.tokens_issued_by(Endpoint::Entra) >= 1);
     assert_no_secret_in(&keyward.output());
 }
@@ -163,8 +153,8 @@ async fn a_wrong_federated_token_keeps_keyward_not_ready_and_is_never_printed() 
     assert!(logged, "no credential failure logged:\n{}", keyward.output());
     // Several refreshes later it is still not ready, and clients are turned away.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(readyz(&keyward).await, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(status(&keyward, OLD).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(keyward.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(keyward.status(OLD).await, StatusCode::SERVICE_UNAVAILABLE);
 
     let requests = azure.requests();
     let entra: Vec<_> = requests.iter().filter(|r| r.endpoint == Endpoint::Entra).collect();
@@ -188,7 +178,7 @@ async fn a_rotated_federated_token_file_is_used_for_the_next_token_request() {
     azure.set_token_lifetime(1);
     let first = azure.federated_token();
     let keyward = setup.start(&azure, &first);
-    assert!(eventually(Duration::from_secs(15), || ready(&keyward)).await, "{}", keyward.output());
+    assert!(eventually(Duration::from_secs(15), || keyward.ready()).await, "{}", keyward.output());
 
     // The kubelet rotates the projected token; Entra now refuses the old one.
     let second = "eyJhbGciOiJSUzI1NiJ9.cm90YXRlZC1zZXJ2aWNlLWFjY291bnQ.c2lnbmF0dXJlLXR3bw";
@@ -198,12 +188,12 @@ async fn a_rotated_federated_token_file_is_used_for_the_next_token_request() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     azure.set_secret("mcp-client-agent", NEW);
     let rotated =
-        eventually(Duration::from_secs(10), || async { status(&keyward, NEW).await == 200 }).await;
+        eventually(Duration::from_secs(10), || async { keyward.status(NEW).await == 200 }).await;
     assert!(rotated, "no reload with the rotated federated token:\n{}", keyward.output());
     // Only the second token is accepted now: every token issued since came from it.
     assert!(azure.tokens_issued_by(Endpoint::Entra) > issued, "no token with the new file");
-    assert!(ready(&keyward).await);
-    assert_eq!(status(&keyward, OLD).await, 200, "the replaced key within its overlap");
+    assert!(keyward.ready().await);
+    assert_eq!(keyward.status(OLD).await, 200, "the replaced key within its overlap");
 
     let output = keyward.output();
     assert_absent(&output, "the federated token", &[first, second.into()]);
@@ -215,7 +205,7 @@ async fn a_rotated_federated_token_file_is_used_for_the_next_token_request() {
 async fn workload_identity_without_its_variables_fails_at_start_naming_them() {
     let setup = Setup::new().await;
     let azure = azure_with_secrets().await;
-    let config = setup.config(&azure, "credential = \"workload_identity\"");
+    let config = setup.config(&azure, "workload_identity").write(&setup.dir);
     let file = setup.write_token(&azure.federated_token());
     let tenant = azure.tenant_id();
     let client = azure.entra_client_id();

@@ -11,6 +11,7 @@ use keyward::app::App;
 use keyward::config::Config;
 use keyward_tests::backend::TestBackend;
 use keyward_tests::client::{self, get_with_key};
+use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::process::eventually;
 
@@ -24,42 +25,32 @@ pub struct Pod {
     pub secrets: TempDir,
 }
 
-pub fn config(backend: &TestBackend, secrets: &TempDir, extra: &str) -> Config {
-    let text = format!(
-        r#"
-        [ingress]
-        listen = "127.0.0.1:0"
-        backend = "http://{backend}"
-        allowed_origins = ["https://app.example"]
-        backend_timeout = "500ms"
-        {extra}
-        [[ingress.clients]]
-        id = "alpha"
-        secret = "alpha-key"
-        [[ingress.clients]]
-        id = "beta"
-        secret = "beta-key"
-        [admin]
-        listen = "127.0.0.1:0"
-        [secrets]
-        source = "file"
-        dir = "{dir}"
-        watch_interval = "50ms"
-        rotation_overlap = "1h"
-        "#,
-        backend = backend.addr,
-        dir = secrets.path().display(),
-    );
-    Config::parse(&text).expect("test config")
+/// What every service test's configuration shares: two clients, one allowed origin, a short
+/// backend timeout, file secrets watched every 50 ms with an hour's rotation overlap.
+pub fn config(backend: &TestBackend, secrets: &TempDir) -> Builder {
+    Builder::files(secrets.path())
+        .backend(backend.addr)
+        .set("ingress.allowed_origins", vec!["https://app.example"])
+        .set("ingress.backend_timeout", "500ms")
+        .client("alpha", "alpha-key")
+        .client("beta", "beta-key")
+        .set("secrets.rotation_overlap", "1h")
 }
 
-pub async fn pod_with(extra: &str) -> Pod {
+/// The configuration keyward parses from `builder`.
+pub fn parse(builder: &Builder) -> Config {
+    Config::parse(&builder.toml()).expect("test config")
+}
+
+/// A pod whose configuration is the shared one with `change` applied.
+pub async fn pod_with(change: impl FnOnce(Builder) -> Builder) -> Pod {
     let backend = TestBackend::start().await;
     let secrets = TempDir::new("ingress");
     secrets.write_secret("alpha-key", &format!("{ALPHA}\n"));
     secrets.write_secret("beta-key", BETA);
-    let app =
-        App::start(config(&backend, &secrets, extra), Default::default()).await.expect("start");
+    let app = App::start(parse(&change(config(&backend, &secrets))), Default::default())
+        .await
+        .expect("start");
     let pod = Pod { app, backend, secrets };
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -72,7 +63,7 @@ pub async fn pod_with(extra: &str) -> Pod {
 }
 
 pub async fn pod() -> Pod {
-    pod_with("").await
+    pod_with(|config| config).await
 }
 
 /// Opens `/sse` through keyward, has the backend send `first`, and returns the response (its

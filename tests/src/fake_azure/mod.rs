@@ -403,28 +403,18 @@ impl FakeAzure {
 
     /// A keyward configuration for one client (`agent`, secret `mcp-client-agent`) and one
     /// egress route (`/health/` with `apim-subscription-key`), reading this vault: its name
-    /// pinned to loopback, its CA trusted. `secrets` adds lines to `[secrets]` (the credential
-    /// and its options). Written into `dir` with the CA; returns the config's path.
+    /// pinned to loopback, its CA (written into `dir`) trusted. The caller adds the credential
+    /// and its options.
     pub fn keyward_config(
         &self,
         dir: &crate::dir::TempDir,
         backend: SocketAddr,
         upstream: SocketAddr,
-        secrets: &str,
-    ) -> std::path::PathBuf {
+    ) -> crate::config::Builder {
         let ca = dir.write("vault-ca.pem", &self.ca_pem());
-        let text = format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\nbackend = \"http://{backend}\"\n\n\
-             [[ingress.clients]]\nid = \"agent\"\nsecret = \"mcp-client-agent\"\n\n\
-             [egress]\nlisten = \"127.0.0.1:0\"\n\n\
-             [[egress.routes]]\nprefix = \"/health/\"\nupstream = \"http://{upstream}/biotrackr/\"\n\
-             secret = \"apim-subscription-key\"\n\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
-             [secrets]\nsource = \"keyvault\"\nvault_url = \"{vault_url}\"\n\
-             vault_address = \"127.0.0.1\"\nca_file = \"{ca}\"\nrefresh_interval = \"200ms\"\n{secrets}\n",
-            vault_url = self.vault_url(),
-            ca = ca.display(),
-        );
-        dir.write("keyward.toml", &text)
+        crate::config::Builder::key_vault(&self.vault_url(), &ca)
+            .backend(backend)
+            .client("agent", "mcp-client-agent")
+            .route("/health/", &format!("http://{upstream}/biotrackr/"), "apim-subscription-key")
     }
 }
