@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use keyward::auth::{Authenticator, Denial, FailureLimiter, MAX_KEY_BYTES};
 use keyward::config::ClientConfig;
-use keyward::secret::Secret;
+use keyward::secrets::Secret;
 use keyward::secrets::{Consumer, Loaded, SecretStore};
 use keyward_fuzz::{parse_head, percent_decode};
 use libfuzzer_sys::fuzz_target;

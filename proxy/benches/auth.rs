@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Uri};
 use keyward::auth::{Authenticator, FailureLimiter};
 use keyward::config::ClientConfig;
-use keyward::secret::Secret;
+use keyward::secrets::Secret;
 use keyward::secrets::{Consumer, Loaded, SecretStore};
 
 fn key(i: usize) -> String {

@@ -22,7 +22,7 @@ use dudect_bencher::{ctbench_main, BenchRng, Class, CtRunner};
 use http::{HeaderMap, HeaderValue, Uri};
 use keyward::auth::{Authenticator, FailureLimiter};
 use keyward::config::ClientConfig;
-use keyward::secret::Secret;
+use keyward::secrets::Secret;
 use keyward::secrets::{Consumer, Loaded, SecretStore};
 
 const SAMPLES: usize = 1_000_000;

@@ -74,8 +74,8 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
     use crate::secrets::Loaded;
+    use crate::secrets::Secret;
     use std::time::{Duration, Instant};
 
     fn get(admin: &Admin, method: Method, path: &str, peer: &str) -> StatusCode {

@@ -8,7 +8,7 @@
 //! the backend set is removed first, and redirects are returned, never followed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,10 +18,10 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tracing::Instrument;
 
 use crate::config::EgressConfig;
 use crate::error::ProxyError;
+use crate::exchange::Exchange;
 use crate::forward::{self, Upstream};
 use crate::headers;
 use crate::metrics::{Listener, Metrics};
@@ -108,7 +108,6 @@ impl Egress {
     /// Answers one backend request: the upstream's response, or keyward's own refusal. Takes
     /// the `Arc` so that the future owns it and needs no wrapper.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let span = tracing::info_span!(
@@ -120,18 +119,16 @@ impl Egress {
             server.address = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
-        telemetry::continue_trace(&span, request.headers());
-        let outcome = self.proxy(request, &span).instrument(span.clone()).await;
-        let (response, route) = match outcome {
-            Ok((response, route)) => (response, Some(route)),
-            Err(err) => {
-                self.metrics.record_upstream_error(Listener::Egress, &err);
-                (err.into_response(None), None)
-            }
-        };
+        let exchange = Exchange::begin(Listener::Egress, span, request.headers());
+        let serve = self.proxy(request, exchange.span());
+        let (response, route) = exchange.serve(&self.metrics, None, serve).await;
         let status = response.status();
-        span.record("http.response.status_code", status.as_u16());
-        self.metrics.record_egress(route.map(|r| self.routes[r].position), status, started);
+        let elapsed = exchange.end(status);
+        self.metrics.record_egress(
+            route.map(|r| self.routes[r].position),
+            status,
+            exchange.started(),
+        );
         tracing::info!(
             target: "keyward::access",
             listener = "egress",
@@ -140,7 +137,7 @@ impl Egress {
             route = route.map_or("none", |r| self.routes[r].prefix.as_str()),
             upstream = route.map_or("none", |r| self.routes[r].authority.host()),
             status = status.as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
+            latency_us = elapsed.as_micros() as u64,
         );
         response
     }

@@ -10,19 +10,19 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use tracing::Instrument;
 
 use crate::auth::{Authenticator, Client, Denial};
 use crate::client_addr::TrustedProxies;
 use crate::config::IngressConfig;
 use crate::error::{self, ProxyError};
+use crate::exchange::Exchange;
 use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::metrics::{Listener, Metrics};
@@ -88,7 +88,6 @@ impl Ingress {
         request: Request<Incoming>,
         peer: Peer,
     ) -> Response<Body> {
-        let started = Instant::now();
         let method = request.method().clone();
         // The path only: a query string can carry a credential and is never logged. A clone of
         // the parsed URI shares its bytes: nothing is allocated unless a line is written.
@@ -110,22 +109,17 @@ impl Ingress {
             keyward.client = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
-        telemetry::continue_trace(&span, request.headers());
-        let outcome = self.proxy(request, addr, &peer, &span).instrument(span.clone()).await;
-        let (mut response, client) = match outcome {
-            Ok((response, client)) => (response, client),
-            Err(err) => {
-                self.metrics.record_upstream_error(Listener::Ingress, &err);
-                (err.into_response(Some(&self.challenge)), None)
-            }
-        };
+        let exchange = Exchange::begin(Listener::Ingress, span, request.headers());
+        let serve = self.proxy(request, addr, &peer, exchange.span());
+        let (mut response, client) =
+            exchange.serve(&self.metrics, Some(&self.challenge), serve).await;
+        let client = client.flatten();
         if let Some(origin) = origin {
             cors::allow(response.headers_mut(), origin);
         }
         let status = response.status();
-        let elapsed = started.elapsed();
-        span.record("http.response.status_code", status.as_u16());
-        self.metrics.record_ingress(client.as_ref().map(|c| c.index), status, started);
+        let elapsed = exchange.end(status);
+        self.metrics.record_ingress(client.as_ref().map(|c| c.index), status, exchange.started());
         tracing::info!(
             target: "keyward::access",
             listener = "ingress",

@@ -1,8 +1,8 @@
 //! keyward: a sidecar that keeps every credential of an MCP server out of the MCP server.
 //!
 //! The modules follow the paths traffic and secrets take: `ingress` (clients in), `auth`
-//! (who they are), `headers` (what may pass), `forward` (to the backend), `secrets` and
-//! `secret` (where credentials live), `admin` and `metrics` (what operators see), `server`
+//! (who they are), `headers` (what may pass), `forward` (to the backend), `secrets` (where
+//! credentials live, and the `Secret` type they live in), `admin` and `metrics` (what operators see), `server`
 //! and `tls` (sockets), `config` and `app` (wiring).
 
 pub(crate) mod admin;
@@ -12,12 +12,12 @@ pub mod client_addr;
 pub mod config;
 pub mod egress;
 pub(crate) mod error;
+pub(crate) mod exchange;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod ingress;
 pub(crate) mod metrics;
 pub mod process;
-pub mod secret;
 pub mod secrets;
 pub(crate) mod server;
 pub mod telemetry;

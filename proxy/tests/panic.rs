@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward::config::TelemetryConfig;
-use keyward::secret::Secret;
+use keyward::secrets::Secret;
 use keyward::secrets::{Loaded, SecretStore};
 use keyward::telemetry::redact::Redactor;
 

@@ -300,7 +300,7 @@ fn query_has_credential(query: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::secrets::Secret;
     use crate::secrets::{Consumer, Loaded, SecretStore};
     use std::time::Duration;
 

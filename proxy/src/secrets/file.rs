@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::Loaded;
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 /// A secret file larger than this is refused rather than read: it is not a credential.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;

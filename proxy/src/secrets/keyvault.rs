@@ -26,7 +26,7 @@ use super::transport::AzureTransport;
 use super::versions::{accepted, History, VersionInfo};
 use super::{Loaded, Versions};
 use crate::config::KeyVaultConfig;
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 /// Reads secrets from one vault.
 pub struct KeyVaultSource {

@@ -11,6 +11,7 @@ mod file;
 mod keyvault;
 mod refresh;
 mod transport;
+mod value;
 mod versions;
 
 use std::collections::HashMap;
@@ -24,8 +25,7 @@ pub use azure_error::KeyVaultError;
 pub use file::FileSource;
 pub use keyvault::KeyVaultSource;
 pub use refresh::{run, Source};
-
-use crate::secret::Secret;
+pub use value::Secret;
 
 /// One secret's accepted values: the current one and, during the rotation overlap, the ones
 /// it replaced.

@@ -193,8 +193,8 @@ impl<'a> MakeWriter<'a> for RedactingStdout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
     use crate::secrets::Consumer;
+    use crate::secrets::Secret;
     use crate::secrets::{Loaded, SecretStore};
     use std::time::{Duration, Instant};
 

@@ -1,0 +1,61 @@
+//! What both listeners do around every request: a span that continues the caller's trace, the
+//! request served inside it, a failure turned into keyward's own answer and counted, and the
+//! status recorded on the span. Each listener adds its own metrics row and access-log fields.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use tracing::{Instrument, Span};
+
+use crate::error::ProxyError;
+use crate::metrics::{Listener, Metrics};
+use crate::{telemetry, Body};
+
+/// One request on one listener, from its first byte of headers to its response.
+pub(crate) struct Exchange {
+    listener: Listener,
+    span: Span,
+    started: Instant,
+}
+
+impl Exchange {
+    /// Starts timing; `span` continues the W3C trace in `headers`, if any.
+    pub(crate) fn begin(listener: Listener, span: Span, headers: &HeaderMap) -> Self {
+        telemetry::continue_trace(&span, headers);
+        Self { listener, span, started: Instant::now() }
+    }
+
+    /// The request's span, for fields learnt while serving it.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// When the request started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Runs `serve` in the span. A failure becomes keyward's own answer (a 401 carrying
+    /// `challenge`) and, when the upstream failed, is counted.
+    pub(crate) async fn serve<T>(
+        &self,
+        metrics: &Metrics,
+        challenge: Option<&HeaderValue>,
+        serve: impl Future<Output = Result<(Response<Body>, T), ProxyError>>,
+    ) -> (Response<Body>, Option<T>) {
+        match serve.instrument(self.span.clone()).await {
+            Ok((response, served)) => (response, Some(served)),
+            Err(err) => {
+                metrics.record_upstream_error(self.listener, &err);
+                (err.into_response(challenge), None)
+            }
+        }
+    }
+
+    /// Records the final status on the span; returns the time taken.
+    pub(crate) fn end(&self, status: StatusCode) -> Duration {
+        self.span.record("http.response.status_code", status.as_u16());
+        self.started.elapsed()
+    }
+}
