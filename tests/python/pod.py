@@ -12,593 +12,66 @@ As a library (the Python suites use it):
     with Pod(state_dir, ports="auto") as pod:
         pod.mcp_url, pod.client_key(), pod.logs()
 
+The suites import this module only: it re-exports the pieces from the modules beside it,
+pod_runner.py (Pod, Sidecar), pod_process.py (the processes and their logs), pod_state.py (the
+state directory and its secrets) and pod_config.py (keyward's config).
+
 As a CLI (`tests/pod` runs it): generates the secrets on first run, starts the pod, shows a
 real MCP session through keyward's ingress, and keeps running until Ctrl-C (or `--once`).
 
-Secret values are generated here, written to 0600 files in a 0700 directory, and never printed.
+Secret values are generated in pod_state.py, written to 0600 files in a 0700 directory, and
+never printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import ctypes
 import json
 import os
-import secrets as secrets_mod
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_STATE = ROOT / ".local" / "pod"
+from pod_config import keyward_config
+from pod_process import (
+    ROOT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    Child,
+    PodError,
+    _child_env,
+    _json_line,
+    _log_event,
+    _tail,
+    bin_dir,
+    free_port,
+    port_is_free,
+)
+from pod_runner import DEFAULT_STATE, FIXED_PORTS, Pod, Sidecar
+from pod_state import (
+    APIM_SECRET,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    SECRET_NAMES,
+    State,
+    _private_dir,
+    _write_private,
+    new_key,
+    secret_forms,
+)
 
-CLIENT_ID = "local"
-CLIENT_SECRET = "mcp-client-local"
-APIM_SECRET = "apim-subscription-key"
-SECRET_NAMES = (CLIENT_SECRET, APIM_SECRET)
-
-# The demo's fixed ports; `--ports auto` picks free ones instead.
-FIXED_PORTS = {"ingress": 8080, "egress": 8090, "admin": 9090, "backend": 8081, "standin": 8095}
+# The public face: what the modules beside this one define, and the CLI.
+__all__ = [
+    "APIM_SECRET", "CLIENT_ID", "CLIENT_SECRET", "Child", "DEFAULT_STATE", "DEMO_DATE",
+    "FIXED_PORTS", "Pod", "PodError", "ROOT", "SECRET_NAMES", "START_TIMEOUT", "STOP_TIMEOUT",
+    "Sidecar", "State", "_child_env", "_json_line", "_log_event", "_private_dir",
+    "_write_private", "bin_dir", "demo_session", "describe", "free_port", "keyward_config",
+    "main", "new_key", "port_is_free", "secret_forms", "summarize",
+]
 
 DEMO_DATE = "2025-02-02"
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
-
-
-class PodError(RuntimeError):
-    """The pod could not start; the message says which process and why (never a value)."""
-
-
-def bin_dir() -> Path:
-    """Where cargo put the debug binaries (CARGO_TARGET_DIR is honoured)."""
-    target = os.environ.get("CARGO_TARGET_DIR")
-    base = Path(target) if target else ROOT / "target"
-    if not base.is_absolute():
-        base = ROOT / base
-    return base / "debug"
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago (bound to 0, read, closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """Whether a listener could bind 127.0.0.1:port now (as the Rust binaries bind: with
-    SO_REUSEADDR, so connections of an earlier run in TIME_WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Writes `text` to `path` with mode 0600 from the first byte on (replacing atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
-
-
-def new_key() -> str:
-    """32 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(secrets_mod.token_bytes(32)).rstrip(b"=").decode()
-
-
-@dataclass(frozen=True)
-class State:
-    """The pod's private state directory."""
-
-    dir: Path
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.dir / "secrets"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.dir / "logs"
-
-    @property
-    def client_header(self) -> Path:
-        return self.dir / "client.header"
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "keyward.toml"
-
-    @property
-    def record(self) -> Path:
-        return self.dir / "health-api.requests.jsonl"
-
-    def secret_file(self, name: str) -> Path:
-        return self.secrets_dir / name
-
-    def ensure(self) -> bool:
-        """Creates the directories and any missing secret; returns whether a secret was made."""
-        _private_dir(self.dir)
-        _private_dir(self.secrets_dir)
-        _private_dir(self.logs_dir)
-        made = False
-        for name in SECRET_NAMES:
-            file = self.secret_file(name)
-            if not file.exists() or not file.read_text().strip():
-                _write_private(file, new_key() + "\n")
-                made = True
-            os.chmod(file, 0o600)
-        header = f"X-Api-Key: {self.secret(CLIENT_SECRET)}\n"
-        if not self.client_header.exists() or self.client_header.read_text() != header:
-            _write_private(self.client_header, header)
-        os.chmod(self.client_header, 0o600)
-        return made
-
-    def secret(self, name: str) -> str:
-        return self.secret_file(name).read_text().strip()
-
-    def secret_values(self) -> list[str]:
-        return [self.secret(name) for name in SECRET_NAMES]
-
-
-def secret_forms(value: str) -> list[str]:
-    """A key as stored, and the other ways its bytes could be written in a log."""
-    forms = {value}
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError:
-        raw = b""
-    if raw:
-        forms.add(raw.hex())
-        forms.add(raw.hex().upper())
-        forms.add(base64.b64encode(raw).decode().rstrip("="))
-    forms.add(base64.b64encode(value.encode()).decode().rstrip("="))
-    return sorted(forms)
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the pod process dies (Linux), so nothing
-    outlives the pod even when it is killed with SIGKILL."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
-class Child:
-    """One started binary, its output going to a log file."""
-
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]):
-        self.name = name
-        self.log = log
-        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        try:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own binaries
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                # Its own process group: Ctrl-C reaches the pod, which stops children in order.
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
-            )
-        except OSError as err:
-            self._log_file.close()
-            raise PodError(f"cannot start {name} ({argv[0]}): {err.strerror}") from None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_line(self, predicate, timeout: float = START_TIMEOUT):
-        """The first value `predicate(line)` returns that is not None, from the child's output."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while True:
-            text = self.output()
-            lines = text.splitlines()
-            # Only complete lines: the last one may still be being written.
-            complete = lines if text.endswith("\n") else lines[:-1]
-            for line in complete[seen:]:
-                value = predicate(line)
-                if value is not None:
-                    return value
-            seen = len(complete)
-            if not self.alive():
-                raise PodError(
-                    f"{self.name} exited with status {self.proc.returncode} before it was ready; "
-                    f"its log is {self.log}\n{_tail(self.output())}"
-                )
-            if time.monotonic() > deadline:
-                raise PodError(f"{self.name} was not ready after {timeout:.0f}s; see {self.log}")
-            time.sleep(0.05)
-
-    def terminate(self) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-
-    def reap(self, deadline: float) -> None:
-        try:
-            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            self.proc.wait()
-        self._log_file.close()
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
-
-
-def _json_line(line: str) -> dict | None:
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _log_event(message: str):
-    """A predicate for a tracing JSON line with `message`; returns its fields."""
-
-    def predicate(line: str) -> dict | None:
-        event = _json_line(line)
-        if not event:
-            return None
-        fields = dict(event.get("fields") or {})
-        fields.update({k: v for k, v in event.items() if k != "fields"})
-        return fields if fields.get("message") == message else None
-
-    return predicate
-
-
-def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # Default (info) logging: nothing below it, where dependencies might say more.
-    env.pop("RUST_LOG", None)
-    for name in list(env):
-        if name.startswith(("IDENTITY_", "AZURE_", "KEYWARD_", "MCP_BACKEND_", "HEALTH_API")):
-            env.pop(name)
-    env.update(extra or {})
-    return env
-
-
-# ---------------------------------------------------------------------------------------------
-# The pod
-
-
-def keyward_config(
-    *,
-    ingress: str,
-    egress: str,
-    admin: str,
-    backend: str,
-    upstream: str,
-    state: State,
-    vault: dict | None = None,
-) -> str:
-    def q(value) -> str:
-        """A TOML basic string (JSON's escapes are TOML's)."""
-        return json.dumps(str(value))
-
-    if vault is None:
-        source = f'source = "file"\ndir = {q(state.secrets_dir)}\nwatch_interval = "1s"\n'
-    else:
-        source = (
-            'source = "keyvault"\n'
-            f'vault_url = {q(vault["vault_url"])}\n'
-            'vault_address = "127.0.0.1"\n'
-            f'ca_file = {q(vault["ca_file"])}\n'
-            'credential = "managed_identity"\n'
-            'refresh_interval = "5s"\n'
-        )
-    return f"""# Written by tests/python/pod.py for the local pod: names and places, no secret values.
-[ingress]
-listen = {q(ingress)}
-backend = {q("http://" + backend)}
-shutdown_grace = "2s"
-
-[[ingress.clients]]
-id = "{CLIENT_ID}"
-secret = "{CLIENT_SECRET}"
-
-[egress]
-listen = {q(egress)}
-
-[[egress.routes]]
-prefix = "/health/"
-upstream = {q("http://" + upstream + "/biotrackr/")}
-header = "Ocp-Apim-Subscription-Key"
-secret = "{APIM_SECRET}"
-timeout = "10s"
-
-[admin]
-listen = {q(admin)}
-
-[secrets]
-{source}
-[telemetry]
-log_format = "json"
-"""
-
-
-class Pod:
-    """Starts health-api, (fake-azure,) keyward and mcp-backend; `stop()` ends every one.
-
-    ports: "fixed" (the demo's 8080/8090/9090/8081/8095) or "auto" (free ones).
-    ingress_backend: host:port keyward forwards to instead of mcp-backend (a test's recorder,
-    which can then forward to `backend_addr`).
-    """
-
-    def __init__(
-        self,
-        state_dir: Path | str = DEFAULT_STATE,
-        *,
-        ports: str = "auto",
-        keyvault: bool = False,
-        ingress_backend: str | None = None,
-        bins: Path | None = None,
-    ):
-        if ports not in ("auto", "fixed"):
-            raise ValueError("ports is 'auto' or 'fixed'")
-        self.state = State(Path(state_dir).resolve())
-        self.ports = ports
-        self.keyvault = keyvault
-        self.ingress_backend = ingress_backend
-        self.bins = bins or bin_dir()
-        self.children: dict[str, Child] = {}
-        self.ingress = self.egress = self.admin = None
-        self.backend_addr = self.standin_addr = None
-        self.vault: dict | None = None
-        self.made_secrets = False
-
-    # -- addresses ------------------------------------------------------------------------
-
-    @property
-    def mcp_url(self) -> str:
-        return f"http://{self.ingress}/mcp"
-
-    @property
-    def backend_url(self) -> str:
-        return f"http://{self.backend_addr}/mcp"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{self.admin}"
-
-    def client_key(self) -> str:
-        return self.state.secret(CLIENT_SECRET)
-
-    def secret_values(self) -> list[str]:
-        return self.state.secret_values()
-
-    def logs(self, *names: str) -> dict[str, str]:
-        """Each child's stdout and stderr so far, by name."""
-        return {n: c.output() for n, c in self.children.items() if not names or n in names}
-
-    def recorded_requests(self) -> list[dict]:
-        if not self.state.record.exists():
-            return []
-        return [json.loads(line) for line in self.state.record.read_text().splitlines() if line]
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> Pod:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _binary(self, name: str) -> str:
-        path = self.bins / name
-        if not os.access(path, os.X_OK):
-            raise PodError(f"{path} is missing: run `cargo build --workspace --bins` first")
-        return str(path)
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        child = Child(name, argv, self.state.logs_dir / f"{name}.log", _child_env(env))
-        self.children[name] = child
-        return child
-
-    def start(self, timeout: float = START_TIMEOUT) -> Pod:
-        attempts = 3 if self.ports == "auto" else 1
-        for attempt in range(attempts):
-            self.children = {}
-            try:
-                return self._start_once(timeout)
-            except PodError as err:
-                self.stop()
-                # A port picked in advance may have been taken meanwhile: pick again.
-                if attempt + 1 == attempts or "address" not in str(err).lower():
-                    raise
-        raise AssertionError("unreachable")
-
-    def _start_once(self, timeout: float) -> Pod:
-        for name in ("health-api", "keyward", "mcp-backend") + (("fake-azure",) * self.keyvault):
-            self._binary(name)
-        self.made_secrets = self.state.ensure()
-        with contextlib.suppress(FileNotFoundError):
-            self.state.record.unlink()
-
-        if self.ports == "fixed":
-            busy = [f"{k} {p}" for k, p in FIXED_PORTS.items() if not port_is_free(p)]
-            if busy:
-                raise PodError(
-                    "ports in use on 127.0.0.1: " + ", ".join(busy) + "; try `--ports auto`"
-                )
-            port = dict(FIXED_PORTS)
-        else:
-            # keyward needs the backend's address and the backend keyward's egress address: the
-            # backend's port is picked in advance, every other listener binds port 0.
-            port = {"ingress": 0, "egress": 0, "admin": 0, "backend": free_port(), "standin": 0}
-
-        standin = self._spawn(
-            "health-api",
-            [
-                self._binary("health-api"),
-                "--listen", f"127.0.0.1:{port['standin']}",
-                "--key-file", str(self.state.secret_file(APIM_SECRET)),
-                "--prefix", "/biotrackr/",
-                "--record", str(self.state.record),
-            ],
-        )
-        marker = "health-api listening on "
-        self.standin_addr = standin.wait_line(
-            lambda line: line.split(marker, 1)[1].strip() if marker in line else None, timeout
-        )
-
-        keyward_env = {}
-        if self.keyvault:
-            argv = [self._binary("fake-azure"), "--dir", str(self.state.dir / "fake-azure")]
-            for name in SECRET_NAMES:
-                argv += ["--secret", f"{name}=@{self.state.secret_file(name)}"]
-            fake = self._spawn("fake-azure", argv)
-            self.vault = fake.wait_line(
-                lambda line: (e := _json_line(line)) and ("vault_url" in e and e) or None, timeout
-            )
-            keyward_env = {
-                "IDENTITY_ENDPOINT": self.vault["identity_endpoint"],
-                "IDENTITY_HEADER": self.vault["identity_header"],
-            }
-
-        self.backend_addr = f"127.0.0.1:{port['backend']}"
-        self.state.config.write_text(
-            keyward_config(
-                ingress=f"127.0.0.1:{port['ingress']}",
-                egress=f"127.0.0.1:{port['egress']}",
-                admin=f"127.0.0.1:{port['admin']}",
-                backend=self.ingress_backend or self.backend_addr,
-                upstream=self.standin_addr,
-                state=self.state,
-                vault=self.vault,
-            )
-        )
-        keyward = self._spawn(
-            "keyward", [self._binary("keyward"), "--config", str(self.state.config)], keyward_env
-        )
-        listening = keyward.wait_line(_log_event("keyward listening"), timeout)
-        self.ingress, self.egress, self.admin = (
-            listening["ingress"], listening["egress"], listening["admin"]
-        )
-
-        backend = self._spawn(
-            "mcp-backend",
-            [
-                self._binary("mcp-backend"),
-                "--listen", self.backend_addr,
-                "--health-api", f"http://{self.egress}/health/",
-            ],
-        )
-        self.backend_addr = backend.wait_line(_log_event("mcp-backend listening"), timeout)["addr"]
-
-        self._wait_ready(timeout)
-        return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.admin_url}/readyz", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-                    last = f"HTTP {reply.status}"
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}: {err.read(300).decode(errors='replace')}"
-            except OSError as err:
-                last = str(err)
-            if not self.children["keyward"].alive():
-                raise PodError(f"keyward exited before it was ready:\n{_tail(self.logs()['keyward'])}")
-            if time.monotonic() > deadline:
-                raise PodError(f"keyward /readyz not ready after {timeout:.0f}s ({last})")
-            time.sleep(0.1)
-
-    def dead_children(self) -> list[str]:
-        return [f"{n} (status {c.proc.returncode})" for n, c in self.children.items() if not c.alive()]
-
-    def stop(self) -> None:
-        """SIGTERM to every child (keyward first, so no new request gets in), then reap each;
-        whatever has not exited after STOP_TIMEOUT is killed."""
-        order = ["keyward", "mcp-backend", "health-api", "fake-azure"]
-        children = sorted(self.children.values(), key=lambda c: order.index(c.name))
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for child in children:
-            child.reap(deadline)
-
-
-class Sidecar(Pod):
-    """keyward alone, in front of an MCP server the caller runs at `backend` (host:port), with
-    the same secrets and config as the pod; free ports. Its egress route points at a loopback
-    port nothing listens on: a third-party server has no use for it.
-
-        with Sidecar(state_dir, backend="127.0.0.1:3001") as keyward:
-            keyward.mcp_url, keyward.client_key()
-    """
-
-    def __init__(self, state_dir: Path | str, *, backend: str, bins: Path | None = None):
-        super().__init__(state_dir, ports="auto", ingress_backend=backend, bins=bins)
-        self.backend_addr = backend
-
-    def _start_once(self, timeout: float) -> Pod:
-        self.made_secrets = self.state.ensure()
-        self.state.config.write_text(
-            keyward_config(
-                ingress="127.0.0.1:0", egress="127.0.0.1:0", admin="127.0.0.1:0",
-                backend=self.ingress_backend, upstream=f"127.0.0.1:{free_port()}",
-                state=self.state,
-            )
-        )
-        keyward = self._spawn(
-            "keyward", [self._binary("keyward"), "--config", str(self.state.config)]
-        )
-        listening = keyward.wait_line(_log_event("keyward listening"), timeout)
-        self.ingress, self.egress, self.admin = (
-            listening["ingress"], listening["egress"], listening["admin"]
-        )
-        self._wait_ready(timeout)
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
