@@ -1,4 +1,4 @@
-//! The key check (`keyward::auth::Authenticator::check`) on any header section and query.
+//! The key check (`keyward::auth::Authenticator::check_key`) on any header section and query.
 //!
 //! Input: a request head in the format of `keyward_fuzz`; every `$KEY` in it is first replaced
 //! by the one client's key (32 characters), so that the fuzzer can present the right key among
@@ -51,7 +51,11 @@ fn authenticator() -> &'static Authenticator {
         let store = SecretStore::new(vec![SECRET_NAME.into()], Duration::from_secs(60));
         let loaded = Loaded::Value(Secret::from_string(KEY.to_owned()));
         store.apply(vec![(SECRET_NAME.into(), loaded)], Instant::now());
-        let clients = vec![ClientConfig { id: "fuzz".into(), secret: SECRET_NAME.into() }];
+        let clients = vec![ClientConfig {
+            id: "fuzz".into(),
+            secret: Some(SECRET_NAME.into()),
+            token_ids: Vec::new(),
+        }];
         // Failures are counted, but a bucket this large never empties within a run.
         let auth = Authenticator::new(FailureLimiter::new(u32::MAX, u32::MAX), clients);
         auth.rebuild(&store.snapshot());
@@ -75,7 +79,7 @@ fn names_credential(query: &str) -> bool {
 fuzz_target!(|data: &[u8]| {
     let data = replace(data, b"$KEY", KEY.as_bytes());
     let head = parse_head(&data);
-    let outcome = authenticator().check(&head.headers, &head.uri, PEER);
+    let outcome = authenticator().check_key(&head.headers, &head.uri, PEER);
 
     let keys: Vec<&[u8]> = head.headers.get_all("x-api-key").iter().map(|v| v.as_bytes()).collect();
     let right_key = matches!(keys.as_slice(), [only] if *only == KEY.as_bytes());
@@ -109,6 +113,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(keys[0].len() <= MAX_KEY_BYTES);
                 }
                 Denial::NoKeys | Denial::RateLimited(_) => panic!("{denial:?} with a key loaded"),
+                Denial::BothSchemes | Denial::Token(_) => panic!("{denial:?} from the key check"),
             }
         }
     }

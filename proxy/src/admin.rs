@@ -11,6 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 
+use crate::auth::Tokens;
 use crate::error::json;
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
@@ -21,12 +22,17 @@ use crate::Body;
 pub(crate) struct Admin {
     store: Arc<SecretStore>,
     metrics: Arc<Metrics>,
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl Admin {
     /// The admin handler.
-    pub(crate) fn new(store: Arc<SecretStore>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+    pub(crate) fn new(
+        store: Arc<SecretStore>,
+        metrics: Arc<Metrics>,
+        tokens: Option<Arc<Tokens>>,
+    ) -> Self {
+        Self { store, metrics, tokens }
     }
 
     /// Answers one admin request.
@@ -52,14 +58,19 @@ impl Admin {
         }
     }
 
+    /// Ready when every secret and every issuer's signing keys are loaded (names only).
     fn readiness(&self) -> Response<Body> {
         let snapshot = self.store.snapshot();
-        let body = serde_json::json!({
-            "ready": snapshot.is_complete(),
+        let unloaded = self.tokens.as_ref().map(|t| t.unloaded()).unwrap_or_default();
+        let ready = snapshot.is_complete() && unloaded.is_empty();
+        let mut body = serde_json::json!({
+            "ready": ready,
             "missing_secrets": snapshot.missing(),
         });
-        let status =
-            if snapshot.is_complete() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        if self.tokens.is_some() {
+            body["issuers_without_keys"] = unloaded.into();
+        }
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         text(status, "application/json", body.to_string())
     }
 }
@@ -86,7 +97,7 @@ mod tests {
     #[test]
     fn readiness_follows_the_secrets() {
         let store = Arc::new(SecretStore::new(vec!["k".into()], Duration::ZERO));
-        let admin = Admin::new(store.clone(), Arc::default());
+        let admin = Admin::new(store.clone(), Arc::default(), None);
         let local = "127.0.0.1:1";
         assert_eq!(get(&admin, Method::GET, "/livez", local), 200);
         assert_eq!(get(&admin, Method::GET, "/readyz", local), 503);
@@ -100,7 +111,7 @@ mod tests {
     #[test]
     fn reload_is_for_loopback_only() {
         let store = Arc::new(SecretStore::new(vec![], Duration::ZERO));
-        let admin = Admin::new(store, Arc::default());
+        let admin = Admin::new(store, Arc::default(), None);
         assert_eq!(get(&admin, Method::POST, "/refresh", "127.0.0.1:1"), 202);
         assert_eq!(get(&admin, Method::POST, "/refresh", "[::1]:1"), 202);
         assert_eq!(get(&admin, Method::POST, "/refresh", "10.0.0.7:1"), 403);

@@ -9,7 +9,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
-use crate::auth::{Authenticator, FailureLimiter};
+use crate::auth::token::{self, Fetcher};
+use crate::auth::{Authenticator, FailureLimiter, Tokens};
 use crate::config::{Config, SecretSource};
 use crate::egress::Egress;
 use crate::ingress::Ingress;
@@ -45,6 +46,18 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
     Worker(#[source] std::io::Error),
+    /// An issuer's CA file is unusable.
+    #[error("ingress.oauth.issuers[{index}].ca_file: {source}")]
+    IssuerTrust {
+        /// Which issuer.
+        index: usize,
+        /// Why.
+        #[source]
+        source: TrustError,
+    },
+    /// The OAuth challenge cannot be a header (the configuration check prevents it).
+    #[error("ingress.oauth: {0}")]
+    Challenge(#[from] crate::error::InvalidChallenge),
     /// The Key Vault source could not be set up.
     #[error("Key Vault: {0}")]
     KeyVault(#[from] KeyVaultError),
@@ -90,7 +103,12 @@ impl App {
             ingress_config.auth_failures_per_minute,
             ingress_config.auth_failure_burst,
         );
-        let auth = Arc::new(Authenticator::new(limiter, ingress_config.clients.clone()));
+        let mut auth = Authenticator::new(limiter, ingress_config.clients.clone());
+        let tokens = token_validator(&config, &mut background)?;
+        if let Some(tokens) = &tokens {
+            auth = auth.with_tokens(tokens.clone());
+        }
+        let auth = Arc::new(auth);
         let egress = match &config.egress {
             Some(egress_config) => Some(Arc::new(Egress::new(
                 egress_config,
@@ -161,7 +179,7 @@ impl App {
             }
             _ => (Vec::new(), None),
         };
-        let ingress = Ingress::new(ingress_config, auth, metrics.clone());
+        let ingress = Ingress::new(ingress_config, auth, metrics.clone())?;
         let ingress_limits = ConnLimits {
             unauthenticated_timeout: Some(ingress_config.unauthenticated_timeout()),
             ..limits
@@ -183,7 +201,7 @@ impl App {
 
         let admin_listener = bind("admin", config.admin.listen).await?;
         let admin_addr = local_addr("admin", admin_listener.local_addr())?;
-        let admin = Arc::new(Admin::new(store.clone(), metrics));
+        let admin = Arc::new(Admin::new(store.clone(), metrics, tokens));
         servers.spawn(server::serve(
             Connections::Listener(admin_listener, Arc::new(Semaphore::new(64))),
             None,
@@ -226,6 +244,29 @@ const BACKLOG: u32 = 4096;
 
 /// The secret store, its source, and the refresh that feeds it; `consumers` are rebuilt from
 /// every new snapshot before it is published.
+/// Bearer tokens, when `[ingress.oauth]` is set: the validator, and one task per issuer
+/// keeping its signing keys fetched.
+fn token_validator(
+    config: &Config,
+    background: &mut JoinSet<()>,
+) -> Result<Option<Arc<Tokens>>, StartError> {
+    let Some(oauth) = &config.ingress.oauth else { return Ok(None) };
+    let agents = config
+        .ingress
+        .clients
+        .iter()
+        .enumerate()
+        .flat_map(|(i, client)| client.token_ids.iter().map(move |id| (id.clone(), i)))
+        .collect();
+    let tokens = Arc::new(Tokens::new(oauth, agents));
+    for (index, (issuer, (_, keys))) in oauth.issuers.iter().zip(tokens.issuer_keys()).enumerate() {
+        let fetcher =
+            Fetcher::new(issuer).map_err(|source| StartError::IssuerTrust { index, source })?;
+        background.spawn(token::keys_run(keys.clone(), fetcher, oauth.jwks_refresh_interval));
+    }
+    Ok(Some(tokens))
+}
+
 fn secret_pipeline(
     config: &Config,
     consumers: Vec<Arc<dyn Consumer>>,

@@ -11,6 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
+use crate::auth::TokenDenial;
 use crate::Body;
 
 /// A request keyward answers itself instead of forwarding.
@@ -19,6 +20,21 @@ pub enum ProxyError {
     /// Missing or wrong credential.
     #[error("unauthorized")]
     Unauthorized,
+    /// No credential where bearer tokens are accepted.
+    #[error("bearer token required")]
+    BearerRequired,
+    /// A bearer token that was refused (401 `invalid_token`).
+    #[error("invalid token")]
+    InvalidToken(TokenDenial),
+    /// A valid token without a required scope (403 `insufficient_scope`).
+    #[error("insufficient scope")]
+    InsufficientScope,
+    /// A valid token of an agent no client lists.
+    #[error("unknown agent")]
+    UnknownAgent,
+    /// Both a bearer token and an `X-Api-Key`.
+    #[error("ambiguous credentials")]
+    AmbiguousCredentials,
     /// Too many failed attempts from this peer.
     #[error("too many failed attempts; retry after {0} s")]
     RateLimited(u64),
@@ -58,7 +74,13 @@ impl ProxyError {
     /// The status and the fixed `error` code of the body.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ProxyError::Unauthorized | ProxyError::BearerRequired => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            ProxyError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            ProxyError::InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            ProxyError::UnknownAgent => (StatusCode::FORBIDDEN, "unknown_agent"),
+            ProxyError::AmbiguousCredentials => (StatusCode::BAD_REQUEST, "ambiguous_credentials"),
             ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ProxyError::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
             ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -81,6 +103,15 @@ impl ProxyError {
     pub fn message(&self) -> &'static str {
         match self {
             ProxyError::Unauthorized => "a valid X-Api-Key header is required",
+            ProxyError::BearerRequired => {
+                "a valid bearer token (Authorization: Bearer) or X-Api-Key header is required"
+            }
+            ProxyError::InvalidToken(denial) => denial.description(),
+            ProxyError::InsufficientScope => "the token lacks a scope this server requires",
+            ProxyError::UnknownAgent => "this token's client is not registered with this server",
+            ProxyError::AmbiguousCredentials => {
+                "send either an Authorization bearer token or an X-Api-Key header, not both"
+            }
             ProxyError::RateLimited(_) => {
                 "too many failed authentication attempts from this address; retry later"
             }
@@ -97,17 +128,16 @@ impl ProxyError {
         }
     }
 
-    /// The response the client sees. `challenge` is the `WWW-Authenticate` value for 401s.
-    pub fn into_response(self, challenge: Option<&HeaderValue>) -> Response<Body> {
+    /// The response the client sees. `challenges` are the `WWW-Authenticate` values of the
+    /// ingress (none on egress).
+    pub fn into_response(self, challenges: Option<&Challenges>) -> Response<Body> {
         let (status, code) = self.status();
         let mut response = json_message(status, code, self.message());
         let headers = response.headers_mut();
+        if let Some(challenge) = challenges.and_then(|c| c.for_error(&self)) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
         match self {
-            ProxyError::Unauthorized => {
-                if let Some(challenge) = challenge {
-                    headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
-                }
-            }
             ProxyError::RateLimited(seconds) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
@@ -119,6 +149,71 @@ impl ProxyError {
         response
     }
 }
+
+/// The ingress's `WWW-Authenticate` values, built once: for a request without a credential,
+/// and with bearer tokens for each way a token fails (RFC 6750 §3).
+#[derive(Debug, Clone)]
+pub struct Challenges {
+    missing: HeaderValue,
+    bearer: Option<Bearer>,
+}
+
+#[derive(Debug, Clone)]
+struct Bearer {
+    invalid: Vec<HeaderValue>,
+    insufficient: HeaderValue,
+}
+
+impl Challenges {
+    /// Only `challenge` (the API-key one, or a `resource_metadata` hosted elsewhere).
+    pub fn fixed(challenge: HeaderValue) -> Self {
+        Self { missing: challenge, bearer: None }
+    }
+
+    /// `Bearer resource_metadata="<metadata>"` with `scope` when there are scopes to ask for,
+    /// and the `error=` forms; `required` is what an `insufficient_scope` names.
+    pub fn bearer(metadata: &str, scopes: &str, required: &str) -> Result<Self, InvalidChallenge> {
+        let base = format!("Bearer resource_metadata=\"{metadata}\"");
+        let with_scope = |base: &str, scope: &str| match scope {
+            "" => base.to_owned(),
+            scope => format!("{base}, scope=\"{scope}\""),
+        };
+        let value = |text: String| HeaderValue::try_from(text).map_err(|_| InvalidChallenge);
+        let invalid = TokenDenial::ALL
+            .iter()
+            .map(|denial| {
+                value(format!(
+                    "{base}, error=\"invalid_token\", error_description=\"{}\"",
+                    denial.description()
+                ))
+            })
+            .collect::<Result<_, _>>()?;
+        let insufficient = value(with_scope(
+            &format!("{base}, error=\"insufficient_scope\""),
+            if required.is_empty() { scopes } else { required },
+        ))?;
+        Ok(Self {
+            missing: value(with_scope(&base, scopes))?,
+            bearer: Some(Bearer { invalid, insufficient }),
+        })
+    }
+
+    fn for_error(&self, err: &ProxyError) -> Option<&HeaderValue> {
+        match (err, &self.bearer) {
+            (ProxyError::Unauthorized | ProxyError::BearerRequired, _) => Some(&self.missing),
+            (ProxyError::InvalidToken(denial), Some(bearer)) => {
+                Some(&bearer.invalid[denial.index()])
+            }
+            (ProxyError::InsufficientScope, Some(bearer)) => Some(&bearer.insufficient),
+            _ => None,
+        }
+    }
+}
+
+/// A challenge that cannot be a header value (checked by the configuration first).
+#[derive(Debug, thiserror::Error)]
+#[error("the WWW-Authenticate challenge cannot be a header value")]
+pub struct InvalidChallenge;
 
 impl From<crate::headers::Framing> for ProxyError {
     /// A client's (or the backend's, on egress) refused framing.
@@ -162,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn bodies_are_short_fixed_json() {
         let challenge = HeaderValue::from_static("ApiKey");
-        let response = ProxyError::Unauthorized.into_response(Some(&challenge));
+        let response = ProxyError::Unauthorized.into_response(Some(&Challenges::fixed(challenge)));
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "ApiKey");
         let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -5,10 +5,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tracing::{Instrument, Span};
 
-use crate::error::ProxyError;
+use crate::error::{Challenges, ProxyError};
 use crate::metrics::{Listener, Metrics};
 use crate::{telemetry, Body};
 
@@ -37,18 +37,18 @@ impl Exchange {
     }
 
     /// Runs `serve` in the span. A failure becomes keyward's own answer (a 401 carrying
-    /// `challenge`) and, when the upstream failed, is counted.
+    /// the matching challenge) and, when the upstream failed, is counted.
     pub(crate) async fn serve<T>(
         &self,
         metrics: &Metrics,
-        challenge: Option<&HeaderValue>,
+        challenges: Option<&Challenges>,
         serve: impl Future<Output = Result<(Response<Body>, T), ProxyError>>,
     ) -> (Response<Body>, Option<T>) {
         match serve.instrument(self.span.clone()).await {
             Ok((response, served)) => (response, Some(served)),
             Err(err) => {
                 metrics.record_upstream_error(self.listener, &err);
-                (err.into_response(challenge), None)
+                (err.into_response(challenges), None)
             }
         }
     }

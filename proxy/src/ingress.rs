@@ -18,10 +18,10 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::auth::{Authenticator, Client, Denial};
+use crate::auth::{Authenticator, Client, Denial, Scheme, TokenDenial};
 use crate::client_addr::TrustedProxies;
 use crate::config::IngressConfig;
-use crate::error::{self, ProxyError};
+use crate::error::{self, Challenges, InvalidChallenge, ProxyError};
 use crate::exchange::Exchange;
 use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
@@ -31,6 +31,9 @@ use crate::telemetry;
 use crate::Body;
 
 mod cors;
+mod metadata;
+
+use metadata::ProtectedResource;
 
 /// The ingress handler: one per worker, shared by the worker's connections.
 #[derive(Debug, Clone)]
@@ -40,9 +43,11 @@ pub(crate) struct Ingress {
     backend_timeout: Duration,
     backend_host: HeaderValue,
     allowed_origins: Vec<HeaderValue>,
-    challenge: HeaderValue,
-    /// Whether OAuth metadata exists; without it, discovery paths get 404 unauthenticated.
-    oauth: bool,
+    challenges: Challenges,
+    /// The RFC 9728 document keyward serves, and the paths it answers on.
+    metadata: Option<Arc<ProtectedResource>>,
+    /// `ingress.resource_metadata` is set: discovery is someone else's, and is forwarded.
+    external_metadata: bool,
     trusted_proxies: TrustedProxies,
     max_header_bytes: usize,
     max_body_bytes: u64,
@@ -55,24 +60,32 @@ impl Ingress {
         config: &IngressConfig,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        let challenge = match &config.resource_metadata {
-            Some(metadata) => metadata.challenge.clone(),
-            None => HeaderValue::from_static("ApiKey header=\"X-Api-Key\""),
+    ) -> Result<Self, InvalidChallenge> {
+        let challenges = match (&config.resource_metadata, &config.oauth, auth.tokens()) {
+            (Some(elsewhere), _, None) => Challenges::fixed(elsewhere.challenge.clone()),
+            (elsewhere, Some(oauth), Some(tokens)) => {
+                let url = elsewhere
+                    .as_ref()
+                    .map_or_else(|| oauth.metadata_url(), |m| m.url.as_str().to_owned());
+                Challenges::bearer(&url, &oauth.scopes.join(" "), &tokens.required_scopes())?
+            }
+            _ => Challenges::fixed(HeaderValue::from_static("ApiKey header=\"X-Api-Key\"")),
         };
-        Self {
+        let metadata = config.oauth.as_ref().map(|oauth| Arc::new(ProtectedResource::new(oauth)));
+        Ok(Self {
             auth,
             backend_host: config.backend.host_header().clone(),
             backend: Backend::new(config.backend.authority().clone()),
             backend_timeout: config.backend_timeout,
             allowed_origins: config.allowed_origins.iter().map(|o| o.0.clone()).collect(),
-            challenge,
-            oauth: config.resource_metadata.is_some(),
+            challenges,
+            metadata,
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_header_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
+            external_metadata: config.resource_metadata.is_some(),
             metrics,
-        }
+        })
     }
 
     /// A copy for another worker: the same keyring, limits and metrics, and a backend pool of
@@ -112,7 +125,7 @@ impl Ingress {
         let exchange = Exchange::begin(Listener::Ingress, span, request.headers());
         let serve = self.proxy(request, addr, &peer, exchange.span());
         let (mut response, client) =
-            exchange.serve(&self.metrics, Some(&self.challenge), serve).await;
+            exchange.serve(&self.metrics, Some(&self.challenges), serve).await;
         let client = client.flatten();
         if let Some(origin) = origin {
             cors::allow(response.headers_mut(), origin);
@@ -131,6 +144,20 @@ impl Ingress {
             latency_us = elapsed.as_micros() as u64,
         );
         response
+    }
+
+    /// What a client is told when it was not authenticated.
+    fn refusal(&self, denial: Denial) -> ProxyError {
+        match denial {
+            Denial::RateLimited(seconds) => ProxyError::RateLimited(seconds),
+            Denial::NoKeys | Denial::Token(TokenDenial::KeysNotLoaded) => ProxyError::NotReady,
+            Denial::BothSchemes => ProxyError::AmbiguousCredentials,
+            Denial::Token(TokenDenial::UnknownAgent) => ProxyError::UnknownAgent,
+            Denial::Token(TokenDenial::InsufficientScope) => ProxyError::InsufficientScope,
+            Denial::Token(denial) => ProxyError::InvalidToken(denial),
+            _ if self.metadata.is_some() => ProxyError::BearerRequired,
+            _ => ProxyError::Unauthorized,
+        }
     }
 
     fn allows(&self, origin: &HeaderValue) -> bool {
@@ -181,35 +208,53 @@ impl Ingress {
                 None => Err(ProxyError::ForbiddenOrigin),
             };
         }
-        if !self.oauth && is_oauth_discovery(parts.uri.path()) {
-            let message = "this server has no OAuth metadata; send an X-Api-Key header";
+        if let Some(metadata) = &self.metadata {
+            if let Some(response) = metadata.answer(&parts.method, parts.uri.path()) {
+                return Ok((response, None));
+            }
+        }
+        if !self.external_metadata && is_oauth_discovery(parts.uri.path()) {
+            let message = match self.metadata {
+                Some(_) => "this server is an OAuth resource server, not an authorization server",
+                None => "this server has no OAuth metadata; send an X-Api-Key header",
+            };
             return Ok((error::json_message(StatusCode::NOT_FOUND, "not_found", message), None));
         }
 
-        // 4. Authenticate.
-        let client = self.auth.check(&parts.headers, &parts.uri, addr).map_err(|denial| {
-            self.metrics.record_auth_failure(denial);
-            tracing::info!(
-                target: "keyward::audit",
-                decision = "deny",
-                client = "unknown",
-                reason = denial.reason(),
-                path = parts.uri.path(),
-                peer = %addr,
-            );
-            match denial {
-                Denial::RateLimited(seconds) => ProxyError::RateLimited(seconds),
-                Denial::NoKeys => ProxyError::NotReady,
-                _ => ProxyError::Unauthorized,
-            }
-        })?;
+        // 4. Authenticate, by the one scheme the request uses.
+        let authenticated =
+            self.auth.check(&parts.headers, &parts.uri, addr).await.map_err(|denial| {
+                self.metrics.record_auth_failure(denial);
+                let scheme = match denial {
+                    Denial::Token(_) | Denial::BothSchemes => "bearer",
+                    _ => "api_key",
+                };
+                tracing::info!(
+                    target: "keyward::audit",
+                    decision = "deny",
+                    client = "unknown",
+                    scheme,
+                    reason = denial.reason(),
+                    path = parts.uri.path(),
+                    peer = %addr,
+                );
+                self.refusal(denial)
+            })?;
+        let client = authenticated.client;
         peer.authenticated();
         span.record("keyward.client", &*client.id);
+        let token = authenticated.token.as_ref();
         tracing::info!(
             target: "keyward::audit",
             decision = "allow",
             client = %client.id,
-            reason = "valid_key",
+            scheme = authenticated.scheme.label(),
+            issuer = token.map(|t| &*t.issuer),
+            kid = token.map(|t| t.kid.as_str()),
+            reason = match authenticated.scheme {
+                Scheme::ApiKey => "valid_key",
+                Scheme::Bearer => "valid_token",
+            },
             path = parts.uri.path(),
             peer = %addr,
         );

@@ -32,12 +32,18 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 2 with the reason otherwise.
     CheckConfig,
+    /// Read a client key from standard input (not echoed at a terminal) and print the
+    /// `sha256:<hex>` value to store as that client's secret instead of the key.
+    HashKey,
 }
 
 fn main() -> ExitCode {
     // First: nothing below may leave a core file or readable memory behind.
     let unhardened = keyward::process::harden();
     let cli = Cli::parse();
+    if let Some(Command::HashKey) = cli.command {
+        return hash_key();
+    }
     let Some(path) = cli.config else {
         eprintln!("keyward: no configuration; pass --config PATH or set KEYWARD_CONFIG");
         return ExitCode::from(2);
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::HashKey => unreachable!("handled before the configuration is read"),
         Command::Run => match run(config, unhardened) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -87,8 +94,21 @@ fn warnings(config: &Config) -> Vec<String> {
 
 /// What the configuration will do, with secret names and never values.
 fn summary(config: &Config) -> String {
-    let clients: Vec<String> =
-        config.ingress.clients.iter().map(|c| format!("{} (secret {})", c.id, c.secret)).collect();
+    let clients: Vec<String> = config
+        .ingress
+        .clients
+        .iter()
+        .map(|c| {
+            let mut how = Vec::new();
+            if let Some(secret) = &c.secret {
+                how.push(format!("secret {secret}"));
+            }
+            if !c.token_ids.is_empty() {
+                how.push(format!("{} token id(s)", c.token_ids.len()));
+            }
+            format!("{} ({})", c.id, how.join(", "))
+        })
+        .collect();
     let source = match &config.secrets.source {
         config::SecretSource::File { dir } => format!("files in {}", dir.display()),
         config::SecretSource::KeyVault(_) => "Key Vault".to_owned(),
@@ -100,6 +120,36 @@ fn summary(config: &Config) -> String {
         config.admin.listen,
         clients.join(", ")
     )
+}
+
+/// `keyward hash-key`: one line from standard input (its line ending dropped), echo off at a
+/// terminal, to the `sha256:` line on standard output. The key is never an argument, so it
+/// is in no shell history and no process listing.
+fn hash_key() -> ExitCode {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let echo = keyward::process::EchoOff::on(&stdin);
+    if echo.is_terminal() {
+        eprint!("key (not shown): ");
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    drop(echo);
+    let key = line.trim_end_matches(['\r', '\n']);
+    match read {
+        Ok(_) if !key.is_empty() => {
+            println!("{}", keyward::auth::hashed_key_line(key.as_bytes()));
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("keyward: no key on standard input");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("keyward: cannot read standard input: {err}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn run(config: Config, unhardened: Vec<&'static str>) -> anyhow::Result<()> {

@@ -25,3 +25,42 @@ pub fn harden() -> Vec<&'static str> {
     }
     failed
 }
+
+/// Terminal echo turned off for as long as this lives (`keyward hash-key` reading a key).
+/// Does nothing when standard input is not a terminal.
+#[derive(Debug)]
+pub struct EchoOff<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl<'a> EchoOff<'a> {
+    /// Turns echo off on `stdin` if it is a terminal.
+    pub fn on(stdin: &'a std::io::Stdin) -> Self {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        use std::os::fd::AsFd;
+        let fd = stdin.as_fd();
+        let saved = tcgetattr(fd).ok();
+        if let Some(saved) = &saved {
+            let mut quiet = saved.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            let _ = tcsetattr(fd, OptionalActions::Now, &quiet);
+        }
+        Self { fd, saved }
+    }
+
+    /// Whether standard input is a terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.saved.is_some()
+    }
+}
+
+impl Drop for EchoOff<'_> {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ =
+                rustix::termios::tcsetattr(self.fd, rustix::termios::OptionalActions::Now, saved);
+            eprintln!();
+        }
+    }
+}

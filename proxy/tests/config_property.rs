@@ -32,6 +32,16 @@ const KEYS: &[(&str, &str)] = &[
     ("secrets", "watch_interval"),
     ("telemetry", "otlp_endpoint"),
     ("telemetry", "log_format"),
+    ("oauth", "resource"),
+    ("oauth", "scopes"),
+    ("oauth", "resource_name"),
+    ("oauth", "max_token_bytes"),
+    ("oauth", "unknown_kid_interval"),
+    ("issuer", "issuer"),
+    ("issuer", "audiences"),
+    ("issuer", "required_scopes"),
+    ("issuer", "clock_skew"),
+    ("issuer", "algorithms"),
 ];
 
 /// The value planted where a refused value must never be echoed.
@@ -51,6 +61,10 @@ fn value() -> impl Strategy<Value = String> {
         Just("/health/".to_owned()),
         Just("X-Custom-Key".to_owned()),
         Just("json".to_owned()),
+        Just("https://localhost:1/tenant/v2.0".to_owned()),
+        Just("mcp.tools".to_owned()),
+        Just("RS256".to_owned()),
+        Just("HS256".to_owned()),
         Just(format!("{PLANTED}\"\\")),
         "[ -~]{0,24}".prop_map(|s| s.to_owned()),
         any::<String>().prop_map(|s| s.chars().take(24).collect()),
@@ -81,10 +95,10 @@ fn toml_string(text: &str) -> String {
 }
 
 fn text(overrides: &[(usize, String)]) -> String {
-    let mut sections: [Vec<String>; 4] = Default::default();
+    let mut sections: [Vec<String>; 6] = Default::default();
     for (key, value) in overrides {
         let (section, name) = KEYS[*key % KEYS.len()];
-        let index = ["ingress", "egress_route", "secrets", "telemetry"]
+        let index = ["ingress", "egress_route", "secrets", "telemetry", "oauth", "issuer"]
             .iter()
             .position(|s| *s == section)
             .unwrap();
@@ -92,7 +106,27 @@ fn text(overrides: &[(usize, String)]) -> String {
             sections[index].push(format!("{name} = {value}"));
         }
     }
-    let [ingress, route, secrets, telemetry] = sections.map(|lines| lines.join("\n"));
+    let [ingress, route, secrets, telemetry, oauth, issuer] =
+        sections.map(|lines| lines.join("\n"));
+    // Bearer tokens only when the generator touched them; the issuer is on loopback.
+    let oauth = if oauth.is_empty() && issuer.is_empty() {
+        String::new()
+    } else {
+        let resource = if oauth.contains("resource =") {
+            ""
+        } else {
+            "resource = \"https://mcp.example.com/mcp\"\n"
+        };
+        let iss = if issuer.contains("issuer =") {
+            ""
+        } else {
+            "issuer = \"https://localhost:1/tenant/v2.0\"\n"
+        };
+        format!(
+            "[ingress.oauth]\n{resource}{oauth}\n[[ingress.oauth.issuers]]\n{iss}{issuer}\n\
+             [[ingress.clients]]\nid = \"token-agent\"\ntoken_ids = [\"app\"]\n"
+        )
+    };
     let route_defaults =
         [("prefix", "\"/health/\""), ("upstream", "\"https://apim.example.net/b/\"")]
             .iter()
@@ -101,7 +135,7 @@ fn text(overrides: &[(usize, String)]) -> String {
             .collect::<String>();
     format!(
         "[ingress]\nlisten = \"127.0.0.1:0\"\n{ingress}\n\
-         [[ingress.clients]]\nid = \"agent\"\nsecret = \"mcp-client-agent\"\n\
+         [[ingress.clients]]\nid = \"agent\"\nsecret = \"mcp-client-agent\"\n{oauth}\
          [egress]\nlisten = \"127.0.0.1:0\"\n\
          [[egress.routes]]\nsecret = \"apim-key\"\n{route_defaults}{route}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\

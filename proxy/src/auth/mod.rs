@@ -1,22 +1,27 @@
-//! Client authentication by `X-Api-Key`, in constant time.
+//! Client authentication: an `X-Api-Key` checked in constant time, or (with `[ingress.oauth]`)
+//! an `Authorization: Bearer` token validated by [`token`]. Exactly one of the two per request.
 //!
-//! The presented key and every accepted key are compared as HMAC-SHA-256 digests under a key
-//! drawn at start, with `subtle` and no early exit: neither the position of the matching entry
-//! nor the length of any key shows in the timing. Accepted keys are digested once per snapshot,
-//! never per request. The presented credential is never logged, not even as a digest.
+//! Keys are compared as HMAC-SHA-256 digests of their SHA-256, under an HMAC key drawn at
+//! start, with `subtle` and no early exit: neither the position of the matching entry nor the
+//! length of any key shows in the timing. A stored key may itself be `sha256:<hex>` of the key
+//! (then neither the vault nor keyward's memory holds a usable credential); both kinds compare
+//! in the same single pass. Accepted keys are digested once per snapshot, never per request.
+//! The presented credential is never logged, not even as a digest.
 
 mod limiter;
+pub mod token;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderValue, Uri};
-use ring::{hmac, rand};
+use http::{header, HeaderMap, HeaderValue, Uri};
+use ring::{digest, hmac, rand};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 pub use limiter::FailureLimiter;
+pub use token::{TokenDenial, Tokens, Verified};
 
 use crate::config::ClientConfig;
 use crate::headers::X_API_KEY;
@@ -40,9 +45,15 @@ impl Digester {
         Self(key)
     }
 
-    /// The digest as four words, so a comparison is four XORs rather than 32 byte steps.
-    fn digest(&self, bytes: &[u8]) -> Digest {
-        let tag = hmac::sign(&self.0, bytes);
+    /// The digest of a key as presented (or stored in the clear): of its SHA-256.
+    fn digest(&self, key: &[u8]) -> Digest {
+        self.digest_of_hash(digest::digest(&digest::SHA256, key).as_ref())
+    }
+
+    /// The digest of a key's SHA-256, as four words, so that a comparison is four XORs rather
+    /// than 32 byte steps.
+    fn digest_of_hash(&self, sha256: &[u8]) -> Digest {
+        let tag = hmac::sign(&self.0, sha256);
         let mut words = [0u64; 4];
         for (word, chunk) in words.iter_mut().zip(tag.as_ref().chunks_exact(8)) {
             *word = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk"));
@@ -63,6 +74,38 @@ impl Digest {
     }
 }
 
+/// A stored `sha256:<64 hex>` value: the digest of a key, not the key.
+fn stored_hash(value: &[u8]) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+    let hex = value.strip_prefix(b"sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut hash = zeroize::Zeroizing::new([0u8; 32]);
+    for (byte, pair) in hash.iter_mut().zip(hex.chunks_exact(2)) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(hash)
+}
+
+/// The line `keyward hash-key` prints for `key`: what to store instead of the key.
+pub fn hashed_key_line(key: &[u8]) -> String {
+    let hash = digest::digest(&digest::SHA256, key);
+    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn warn_about(config: &ClientConfig, secret: &str, key: &[u8]) {
+    if key.len() < MIN_KEY_BYTES {
+        tracing::warn!(client = %config.id, secret,
+            "client key is shorter than {MIN_KEY_BYTES} bytes; use a long random key");
+    }
+    if !key.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') {
+        tracing::warn!(client = %config.id, secret,
+            "client key has bytes no header can carry; it can never match");
+    }
+}
+
 /// An authenticated client, as the backend will be told.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -72,6 +115,13 @@ pub struct Client {
     pub header: HeaderValue,
     /// Position in the configuration (a metrics label index).
     pub index: usize,
+}
+
+impl Client {
+    fn new(config: &ClientConfig, position: usize) -> Self {
+        let header = HeaderValue::from_str(&config.id).expect("client ids are validated");
+        Client { id: config.id.as_str().into(), header, index: position }
+    }
 }
 
 #[derive(Debug)]
@@ -94,24 +144,22 @@ impl Keyring {
     pub fn build(digester: &Digester, clients: &[ClientConfig], snapshot: &Snapshot) -> Self {
         let mut keyring = Keyring::default();
         for (position, config) in clients.iter().enumerate() {
-            let Some(versions) = snapshot.get(&config.secret) else {
-                continue;
-            };
+            let Some(name) = &config.secret else { continue };
+            let Some(versions) = snapshot.get(name) else { continue };
             let index = keyring.clients.len() as u32;
-            let header = HeaderValue::from_str(&config.id).expect("client ids are validated");
-            keyring.clients.push(Client { id: config.id.as_str().into(), header, index: position });
-            if versions.current.len() < MIN_KEY_BYTES {
-                tracing::warn!(client = %config.id, secret = %config.secret,
-                    "client key is shorter than {MIN_KEY_BYTES} bytes; use a long random key");
-            }
-            if versions.current.to_header_value().is_none() {
-                tracing::warn!(client = %config.id, secret = %config.secret,
-                    "client key has bytes no header can carry; it can never match");
-            }
+            keyring.clients.push(Client::new(config, position));
             let current = std::iter::once((&versions.current, versions.current_until));
             let previous = versions.previous.iter().map(|(s, until)| (s, Some(*until)));
-            for (secret, until) in current.chain(previous) {
-                let digest = digester.digest(secret.expose());
+            for (n, (secret, until)) in current.chain(previous).enumerate() {
+                let digest = match stored_hash(secret.expose()) {
+                    Some(hash) => digester.digest_of_hash(&hash[..]),
+                    None => {
+                        if n == 0 {
+                            warn_about(config, name, secret.expose());
+                        }
+                        digester.digest(secret.expose())
+                    }
+                };
                 keyring.entries.push(Entry { digest, client: index, until });
             }
         }
@@ -141,12 +189,13 @@ impl Keyring {
     }
 }
 
-/// Why a request was not authenticated. Every reason but the last two answers the same 401.
+/// Why a request was not authenticated. Most kinds answer the same 401; the status of each
+/// is in [`Denial::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
-    /// No `X-Api-Key`.
+    /// No `X-Api-Key` (and no bearer token).
     Missing,
-    /// More than one `X-Api-Key`.
+    /// More than one `X-Api-Key` or `Authorization`.
     Repeated,
     /// An `X-Api-Key` longer than [`MAX_KEY_BYTES`].
     Oversize,
@@ -158,22 +207,60 @@ pub enum Denial {
     RateLimited(u64),
     /// No client key is loaded at all (fail closed: 503).
     NoKeys,
+    /// Both a bearer token and an `X-Api-Key` (400: which one is meant is unclear).
+    BothSchemes,
+    /// A bearer token that was refused.
+    Token(TokenDenial),
+}
+
+/// The scheme a request authenticated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `X-Api-Key`.
+    ApiKey,
+    /// `Authorization: Bearer`.
+    Bearer,
+}
+
+impl Scheme {
+    /// The audit label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scheme::ApiKey => "api_key",
+            Scheme::Bearer => "bearer",
+        }
+    }
 }
 
 impl Denial {
     /// How many kinds there are: the length of [`Self::ALL`], checked by [`Self::index`].
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8 + TokenDenial::COUNT;
 
     /// One of each kind, in [`Self::index`] order (metrics label sets).
-    pub const ALL: [Denial; Self::COUNT] = [
-        Denial::Missing,
-        Denial::Repeated,
-        Denial::Oversize,
-        Denial::KeyInQuery,
-        Denial::Invalid,
-        Denial::RateLimited(0),
-        Denial::NoKeys,
-    ];
+    pub const ALL: [Denial; Self::COUNT] = {
+        let mut all = [Denial::Missing; Self::COUNT];
+        let keys = [
+            Denial::Missing,
+            Denial::Repeated,
+            Denial::Oversize,
+            Denial::KeyInQuery,
+            Denial::Invalid,
+            Denial::RateLimited(0),
+            Denial::NoKeys,
+            Denial::BothSchemes,
+        ];
+        let mut i = 0;
+        while i < keys.len() {
+            all[i] = keys[i];
+            i += 1;
+        }
+        let mut j = 0;
+        while j < TokenDenial::COUNT {
+            all[i + j] = Denial::Token(TokenDenial::ALL[j]);
+            j += 1;
+        }
+        all
+    };
 
     /// The kind's position in [`Self::ALL`]: a new kind does not compile until it has one.
     pub fn index(self) -> usize {
@@ -185,6 +272,8 @@ impl Denial {
             Denial::Invalid => 4,
             Denial::RateLimited(_) => 5,
             Denial::NoKeys => 6,
+            Denial::BothSchemes => 7,
+            Denial::Token(denial) => 8 + denial.index(),
         }
     }
 
@@ -198,8 +287,21 @@ impl Denial {
             Denial::Invalid => "invalid",
             Denial::RateLimited(_) => "rate_limited",
             Denial::NoKeys => "no_keys_loaded",
+            Denial::BothSchemes => "both_schemes",
+            Denial::Token(denial) => denial.reason(),
         }
     }
+}
+
+/// Who a request comes from, and how that was decided.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The client.
+    pub client: Client,
+    /// The scheme.
+    pub scheme: Scheme,
+    /// For a token: its issuer and key id.
+    pub token: Option<Verified>,
 }
 
 /// Decides who a request comes from.
@@ -209,23 +311,93 @@ pub struct Authenticator {
     digester: Digester,
     keyring: ArcSwap<Keyring>,
     limiter: FailureLimiter,
+    /// Whether any client has a key (else an empty keyring is no reason to refuse).
+    keyed: bool,
+    tokens: Option<Arc<Tokens>>,
+    token_clients: Vec<Client>,
 }
 
 impl Authenticator {
-    /// An authenticator for `clients`, with no key loaded (refusing everything) until it is
+    /// An authenticator for `clients`, with no key loaded (refusing every key) until it is
     /// rebuilt from a snapshot (see [`crate::secrets::Consumer`]).
     pub fn new(limiter: FailureLimiter, clients: Vec<ClientConfig>) -> Self {
-        Self { clients, digester: Digester::random(), keyring: ArcSwap::default(), limiter }
+        let keyed = clients.iter().any(|c| c.secret.is_some());
+        let token_clients = clients.iter().enumerate().map(|(i, c)| Client::new(c, i)).collect();
+        Self {
+            clients,
+            digester: Digester::random(),
+            keyring: ArcSwap::default(),
+            limiter,
+            keyed,
+            tokens: None,
+            token_clients,
+        }
     }
 
-    /// Authenticates one request from `peer`.
-    pub fn check(&self, headers: &HeaderMap, uri: &Uri, peer: IpAddr) -> Result<Client, Denial> {
+    /// Accepts bearer tokens validated by `tokens` besides keys.
+    pub fn with_tokens(mut self, tokens: Arc<Tokens>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The token validator, when bearer tokens are accepted.
+    pub fn tokens(&self) -> Option<&Arc<Tokens>> {
+        self.tokens.as_ref()
+    }
+
+    /// Authenticates one request from `peer` by the one scheme it uses.
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        peer: IpAddr,
+    ) -> Result<Authenticated, Denial> {
+        let Some(tokens) = &self.tokens else {
+            return self.check_key(headers, uri, peer).map(Authenticated::by_key);
+        };
+        let bearer = match bearer_token(headers) {
+            Ok(bearer) => bearer,
+            Err(denial) => return Err(self.failed(peer, denial)),
+        };
+        match (bearer, headers.contains_key(X_API_KEY)) {
+            (None, _) => self.check_key(headers, uri, peer).map(Authenticated::by_key),
+            (Some(_), true) => Err(self.failed(peer, Denial::BothSchemes)),
+            (Some(token), false) => {
+                if let Err(wait) = self.limiter.check(peer, Instant::now()) {
+                    return Err(Denial::RateLimited(wait.as_secs().max(1)));
+                }
+                if uri.query().is_some_and(query_has_credential) {
+                    return Err(self.failed(peer, Denial::KeyInQuery));
+                }
+                match tokens.validate(token).await {
+                    Ok(verified) => Ok(Authenticated {
+                        client: self.token_clients[verified.client].clone(),
+                        scheme: Scheme::Bearer,
+                        token: Some(verified),
+                    }),
+                    // Not the client's failure: no lockout.
+                    Err(TokenDenial::KeysNotLoaded) => {
+                        Err(Denial::Token(TokenDenial::KeysNotLoaded))
+                    }
+                    Err(denial) => Err(self.failed(peer, Denial::Token(denial))),
+                }
+            }
+        }
+    }
+
+    /// Authenticates one request from `peer` by its `X-Api-Key`.
+    pub fn check_key(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        peer: IpAddr,
+    ) -> Result<Client, Denial> {
         let now = Instant::now();
         if let Err(wait) = self.limiter.check(peer, now) {
             return Err(Denial::RateLimited(wait.as_secs().max(1)));
         }
         let keyring = self.keyring.load();
-        if keyring.is_empty() {
+        if keyring.is_empty() && self.keyed {
             return Err(Denial::NoKeys);
         }
         let outcome = presented_key(headers, uri).and_then(|key| {
@@ -237,6 +409,17 @@ impl Authenticator {
         }
         outcome
     }
+
+    fn failed(&self, peer: IpAddr, denial: Denial) -> Denial {
+        self.limiter.record_failure(peer, Instant::now());
+        denial
+    }
+}
+
+impl Authenticated {
+    fn by_key(client: Client) -> Self {
+        Self { client, scheme: Scheme::ApiKey, token: None }
+    }
 }
 
 impl crate::secrets::Consumer for Authenticator {
@@ -244,6 +427,32 @@ impl crate::secrets::Consumer for Authenticator {
     fn rebuild(&self, snapshot: &Snapshot) {
         self.keyring.store(Arc::new(Keyring::build(&self.digester, &self.clients, snapshot)));
     }
+}
+
+/// The bearer token, if the request carries `Authorization: Bearer`; another scheme in
+/// `Authorization` is no token (and no key).
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Denial> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Denial::Repeated);
+    }
+    let value = value.to_str().map_err(|_| Denial::Token(TokenDenial::Malformed))?;
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return if value.eq_ignore_ascii_case("bearer") {
+            Err(Denial::Token(TokenDenial::Malformed))
+        } else {
+            Ok(None)
+        };
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() {
+        return Err(Denial::Token(TokenDenial::Malformed));
+    }
+    Ok(Some(token))
 }
 
 fn presented_key<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a [u8], Denial> {
@@ -310,7 +519,11 @@ mod tests {
     fn clients() -> Vec<ClientConfig> {
         ["alpha", "beta"]
             .iter()
-            .map(|id| ClientConfig { id: (*id).into(), secret: format!("{id}-key") })
+            .map(|id| ClientConfig {
+                id: (*id).into(),
+                secret: Some(format!("{id}-key")),
+                token_ids: Vec::new(),
+            })
             .collect()
     }
 
@@ -345,7 +558,7 @@ mod tests {
 
     fn check(auth: &Authenticator, keys: &[&str], uri: &str) -> Result<String, Denial> {
         let (headers, uri) = request(keys, uri);
-        auth.check(&headers, &uri, "127.0.0.1".parse().unwrap()).map(|c| c.id.to_string())
+        auth.check_key(&headers, &uri, "127.0.0.1".parse().unwrap()).map(|c| c.id.to_string())
     }
 
     #[test]
@@ -415,18 +628,63 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_sha256_is_compared_as_the_key_s_digest() {
+        let hashed = hashed_key_line(KEY_A.as_bytes());
+        assert_eq!(hashed.len(), "sha256:".len() + 64);
+        let hashed_auth = auth(&store_with(&hashed, KEY_B));
+        assert_eq!(check(&hashed_auth, &[KEY_A], "/mcp").unwrap(), "alpha");
+        let digest_as_key = check(&hashed_auth, &[&hashed], "/mcp");
+        assert_eq!(digest_as_key, Err(Denial::Invalid), "the digest is no key");
+        assert_eq!(check(&hashed_auth, &[KEY_B], "/mcp").unwrap(), "beta");
+        let upper = format!("sha256:{}", hashed["sha256:".len()..].to_ascii_uppercase());
+        assert_eq!(check(&auth(&store_with(&upper, KEY_B)), &[KEY_A], "/mcp").unwrap(), "alpha");
+        // Not 64 hex digits: a plain key that happens to start with "sha256:".
+        let plain = "sha256:not-hex-but-a-long-plain-key";
+        assert_eq!(check(&auth(&store_with(plain, KEY_B)), &[plain], "/mcp").unwrap(), "alpha");
+    }
+
+    #[tokio::test]
+    async fn without_oauth_a_bearer_token_is_neither_used_nor_a_conflict() {
+        let auth = auth(&store_with(KEY_A, KEY_B));
+        let (mut headers, uri) = request(&[KEY_A], "/mcp");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer a.b.c"));
+        let peer = "127.0.0.1".parse().unwrap();
+        let authenticated = auth.check(&headers, &uri, peer).await.unwrap();
+        assert_eq!((&*authenticated.client.id, authenticated.scheme), ("alpha", Scheme::ApiKey));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_case_insensitively_and_others_are_ignored() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            headers
+        };
+        assert_eq!(bearer_token(&with("Bearer abc")), Ok(Some("abc")));
+        assert_eq!(bearer_token(&with("bearer  abc ")), Ok(Some("abc")));
+        assert_eq!(bearer_token(&with("Basic dXNlcjpwYXNz")), Ok(None));
+        assert_eq!(bearer_token(&with("Bearer")), Err(Denial::Token(TokenDenial::Malformed)));
+        assert_eq!(bearer_token(&with("Bearer ")), Err(Denial::Token(TokenDenial::Malformed)));
+        let mut two = with("Bearer a");
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert_eq!(bearer_token(&two), Err(Denial::Repeated));
+    }
+
+    #[test]
     fn repeated_failures_are_rate_limited_per_peer() {
         let store = store_with(KEY_A, KEY_B);
         let auth = Authenticator::new(FailureLimiter::new(1, 2), clients());
         auth.rebuild(&store.snapshot());
         let (headers, uri) = request(&["wrong"], "/");
         let bad: IpAddr = "127.0.0.9".parse().unwrap();
-        assert_eq!(auth.check(&headers, &uri, bad).unwrap_err(), Denial::Invalid);
-        assert_eq!(auth.check(&headers, &uri, bad).unwrap_err(), Denial::Invalid);
-        assert!(matches!(auth.check(&headers, &uri, bad), Err(Denial::RateLimited(s)) if s >= 1));
+        assert_eq!(auth.check_key(&headers, &uri, bad).unwrap_err(), Denial::Invalid);
+        assert_eq!(auth.check_key(&headers, &uri, bad).unwrap_err(), Denial::Invalid);
+        assert!(
+            matches!(auth.check_key(&headers, &uri, bad), Err(Denial::RateLimited(s)) if s >= 1)
+        );
         let (good, uri) = request(&[KEY_A], "/");
-        assert!(matches!(auth.check(&good, &uri, bad), Err(Denial::RateLimited(_))));
+        assert!(matches!(auth.check_key(&good, &uri, bad), Err(Denial::RateLimited(_))));
         let other: IpAddr = "127.0.0.10".parse().unwrap();
-        assert_eq!(auth.check(&good, &uri, other).unwrap().id.as_ref(), "alpha");
+        assert_eq!(auth.check_key(&good, &uri, other).unwrap().id.as_ref(), "alpha");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde::Deserialize;
 
-use super::{check_secret_name, duration, invalid, url, ConfigError};
+use super::{check_secret_name, duration, invalid, url, ConfigError, OAuthConfig};
 
 /// `[ingress]`.
 #[derive(Debug, Deserialize)]
@@ -28,7 +28,10 @@ pub struct IngressConfig {
     pub clients: Vec<ClientConfig>,
     /// TLS termination; plain HTTP (and h2c) when absent.
     pub tls: Option<TlsConfig>,
-    /// RFC 9728 metadata URL; when set, 401s say `Bearer resource_metadata=...`.
+    /// Bearer tokens: keyward as an OAuth resource server.
+    pub oauth: Option<OAuthConfig>,
+    /// RFC 9728 metadata URL hosted elsewhere; when set, 401s say
+    /// `Bearer resource_metadata=...` with it (overriding the one `oauth` serves).
     #[serde(default, deserialize_with = "typed::metadata")]
     pub resource_metadata: Option<ResourceMetadata>,
     /// Open connections at most; further clients wait in the accept backlog.
@@ -133,8 +136,11 @@ mod typed {
 pub struct ClientConfig {
     /// Sent to the backend as `X-Keyward-Client`.
     pub id: String,
-    /// Name of the secret holding this client's key.
-    pub secret: String,
+    /// Name of the secret holding this client's key (a plain key, or `sha256:<hex>` of one).
+    pub secret: Option<String>,
+    /// The agent ids (a token's `azp`, `appid`, `client_id` or `sub`) that are this client.
+    #[serde(default)]
+    pub token_ids: Vec<String>,
 }
 
 /// `[ingress.tls]`.
@@ -165,6 +171,7 @@ impl IngressConfig {
             ));
         }
         let mut ids = std::collections::HashMap::new();
+        let mut token_ids = std::collections::HashMap::new();
         let mut secrets = HashSet::new();
         for (i, client) in ingress.clients.iter().enumerate() {
             if !is_client_id(&client.id) {
@@ -182,11 +189,46 @@ impl IngressConfig {
                     ),
                 ));
             }
-            check_secret_name(&format!("ingress.clients[{i}].secret"), &client.secret)?;
-            if !secrets.insert(client.secret.as_str()) {
+            if client.secret.is_none() && client.token_ids.is_empty() {
                 return Err(invalid(
-                    format!("ingress.clients[{i}].secret"),
-                    "another client already uses this secret; each client needs its own key",
+                    format!("ingress.clients[{i}]"),
+                    "needs a secret, token_ids, or both; this client could never be authenticated",
+                ));
+            }
+            if let Some(secret) = &client.secret {
+                check_secret_name(&format!("ingress.clients[{i}].secret"), secret)?;
+                if !secrets.insert(secret.as_str()) {
+                    return Err(invalid(
+                        format!("ingress.clients[{i}].secret"),
+                        "another client already uses this secret; each client needs its own key",
+                    ));
+                }
+            }
+            for (j, token_id) in client.token_ids.iter().enumerate() {
+                let key = format!("ingress.clients[{i}].token_ids[{j}]");
+                if ingress.oauth.is_none() {
+                    return Err(invalid(key, "needs [ingress.oauth] with at least one issuer"));
+                }
+                if token_id.is_empty()
+                    || token_id.len() > 256
+                    || token_id.chars().any(char::is_control)
+                {
+                    return Err(invalid(key, "must be 1-256 printable characters"));
+                }
+                if let Some(first) = token_ids.insert(token_id.as_str(), i) {
+                    return Err(invalid(
+                        key,
+                        format!("is also a token id of ingress.clients[{first}]; an agent is one client"),
+                    ));
+                }
+            }
+        }
+        if let Some(oauth) = &ingress.oauth {
+            oauth.validate()?;
+            if token_ids.is_empty() {
+                return Err(invalid(
+                    "ingress.oauth",
+                    "no client has token_ids; every token would be refused",
                 ));
             }
         }

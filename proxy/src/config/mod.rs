@@ -12,12 +12,14 @@ use serde::Deserialize;
 
 mod egress;
 mod ingress;
+mod oauth;
 mod secrets;
 mod telemetry;
 pub mod url;
 
 pub use egress::{EgressConfig, RouteConfig, StaticValue};
 pub use ingress::{ClientConfig, IngressConfig, Origin, ResourceMetadata, TlsConfig};
+pub use oauth::{IssuerConfig, OAuthConfig};
 pub use secrets::{CredentialKind, KeyVaultConfig, SecretSource, SecretsConfig};
 pub use telemetry::{LogFormat, OtlpProtocol, TelemetryConfig};
 
@@ -153,7 +155,7 @@ impl Config {
 
     /// Every secret name the configuration refers to; readiness waits for all of them.
     pub fn referenced_secrets(&self) -> Vec<String> {
-        let clients = self.ingress.clients.iter().map(|c| c.secret.clone());
+        let clients = self.ingress.clients.iter().filter_map(|c| c.secret.clone());
         let routes = self.egress.iter().flat_map(|e| e.routes.iter().map(|r| r.secret.clone()));
         let mut names: Vec<String> = clients.chain(routes).collect();
         names.sort();
@@ -315,9 +317,76 @@ mod tests {
     }
 
     #[test]
-    fn a_client_without_a_secret_is_refused() {
+    fn a_client_with_neither_a_secret_nor_token_ids_is_refused() {
         let err = error_of(&MINIMAL.replace("secret = \"mcp-client-claude\"", ""));
-        assert!(err.starts_with("ingress.clients[0]: missing field `secret`"), "{err}");
+        assert!(err.starts_with("ingress.clients[0]: needs a secret, token_ids, or both"), "{err}");
+    }
+
+    const OAUTH: &str = "[ingress.oauth]\nresource = \"https://mcp.example.com/mcp\"\n\
+        [[ingress.oauth.issuers]]\nissuer = \"https://login.microsoftonline.com/t/v2.0\"\n";
+
+    fn with_oauth(client: &str, oauth: &str) -> String {
+        MINIMAL
+            .replace("secret = \"mcp-client-claude\"", client)
+            .replace("[secrets]", &format!("{oauth}[secrets]"))
+    }
+
+    #[test]
+    fn token_clients_need_oauth_and_oauth_needs_token_clients() {
+        let config = Config::parse(&with_oauth("token_ids = [\"app-1\"]", OAUTH)).unwrap();
+        let oauth = config.ingress.oauth.as_ref().unwrap();
+        assert_eq!(
+            oauth.metadata_url(),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            oauth.issuers[0].audiences_or(oauth.resource.as_str()),
+            ["https://mcp.example.com/mcp"]
+        );
+        assert!(config.referenced_secrets().is_empty());
+        let err = error_of(&with_oauth("token_ids = [\"app-1\"]", ""));
+        assert!(err.starts_with("ingress.clients[0].token_ids[0]: needs [ingress.oauth]"), "{err}");
+        let err = error_of(&with_oauth("secret = \"k\"", OAUTH));
+        assert!(err.starts_with("ingress.oauth: no client has token_ids"), "{err}");
+        let twice =
+            "token_ids = [\"app-1\"]\n[[ingress.clients]]\nid = \"b\"\ntoken_ids = [\"app-1\"]";
+        let err = error_of(&with_oauth(twice, OAUTH));
+        assert!(err.starts_with("ingress.clients[1].token_ids[0]: is also a token id"), "{err}");
+    }
+
+    #[test]
+    fn oauth_values_are_checked_without_echoing_them() {
+        for (from, to, key) in [
+            (
+                "https://mcp.example.com/mcp",
+                "http://mcp.example.com/mcp",
+                "ingress.oauth.resource:",
+            ),
+            (
+                "https://login.microsoftonline.com/t/v2.0",
+                "sk-live-0000",
+                "ingress.oauth.issuers[0].issuer:",
+            ),
+            (
+                "[[ingress.oauth.issuers]]",
+                "scopes = [\"a b\"]\n[[ingress.oauth.issuers]]",
+                "ingress.oauth.scopes[0]:",
+            ),
+            (
+                "[[ingress.oauth.issuers]]",
+                "max_token_bytes = 10\n[[ingress.oauth.issuers]]",
+                "ingress.oauth.max_token_bytes:",
+            ),
+            (
+                "v2.0\"\n",
+                "v2.0\"\nalgorithms = [\"HS256\"]\n",
+                "ingress.oauth.issuers[0].algorithms:",
+            ),
+        ] {
+            let err = error_of(&with_oauth("token_ids = [\"app-1\"]", &OAUTH.replace(from, to)));
+            assert!(err.starts_with(key), "{to}: {err}");
+            assert!(!err.contains("sk-live"), "{err}");
+        }
     }
 
     #[test]

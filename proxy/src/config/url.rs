@@ -88,6 +88,22 @@ pub const METADATA: Rules = Rules {
     shape: "must be an https URL",
 };
 
+/// `ingress.oauth.resource`: the MCP endpoint's public URL (RFC 8707 resource indicator).
+pub const RESOURCE: Rules = Rules {
+    schemes: &["https", "http"],
+    http_only_to_loopback: true,
+    path: PathRule::Any,
+    shape: "must be the MCP endpoint's public URL, https://host[:port]/path (http only for a \
+            loopback host)",
+};
+/// `ingress.oauth.issuers[].issuer` and `jwks_uri`.
+pub const ISSUER: Rules = Rules {
+    schemes: &["https"],
+    http_only_to_loopback: false,
+    path: PathRule::Any,
+    shape: "must be an https URL such as https://login.microsoftonline.com/<tenant>/v2.0",
+};
+
 /// A URL that passed its key's [`Rules`]: it has a scheme and an authority, no user info, no
 /// fragment, and a query only where the rules allow a path of any shape.
 #[derive(Debug, Clone)]
