@@ -52,8 +52,39 @@ param maxReplicas int = 10
 @description('Concurrent requests per replica before the HTTP scale rule adds a replica (MCP SSE streams count while open).')
 param concurrentRequests int = 50
 
-@description('Client address ranges allowed to reach the ingress (CIDR). Empty: any address; keyward still requires a client key.')
+@description('Client address ranges allowed to reach the ingress (CIDR). Empty: any address; keyward still requires a client key or token.')
 param allowedIngressCidrs array = []
+
+// Entra ID bearer tokens (ingress.oauth), off unless entraAppIdUri is set. The app
+// registrations are not made here: Microsoft Graph resources in Bicep come from an extension
+// (Microsoft Graph Bicep: `extension microsoftGraphV1`, its own type versions and a minimum
+// Bicep version; in preview until mid-2025), and the deploying principal would need directory
+// permissions (Application.ReadWrite.All, AppRoleAssignment.ReadWrite.All) that an Azure
+// resource deployment should not hold; registrations also outlive an environment. Register
+// the MCP server's app and each agent's with `az ad app create` / `az ad sp create`, grant the
+// agents access (deploy/README.md, "Registering an agent with Entra ID"), pass the ids here.
+@description('Entra ID tenant whose tokens keyward accepts. Default, and when empty: the tenant of this deployment.')
+param entraTenantId string = tenant().tenantId
+
+@description('App ID URI of the MCP server\'s app registration, e.g. api://<app-id>. Empty: no bearer tokens, client keys only.')
+param entraAppIdUri string = ''
+
+@description('Application (client) id of the MCP server\'s app registration: the aud of v2 tokens. Empty: only the app ID URI is an accepted audience.')
+param entraAppClientId string = ''
+
+@description('Scopes (delegated, scp) or app roles (app-only, roles) every token must carry; advertised as <app ID URI>/<scope>.')
+param entraRequiredScopes array = [
+  'mcp.tools'
+]
+
+@description('Also accept v1 tokens (iss https://sts.windows.net/<tenant>/, appid), for an app registration that does not request v2 tokens.')
+param entraAcceptV1Tokens bool = false
+
+@description('Public URL of the MCP endpoint, the RFC 8707 resource keyward announces. Empty: https://<the app\'s FQDN>/mcp.')
+param mcpResourceUrl string = ''
+
+@description('Agents that authenticate with Entra ID tokens: [{ id: \'agent-a\', appIds: [\'<agent app (client) id>\'] }]. Each becomes a client without a key; ids must differ from mcpClients. Used only with entraAppIdUri.')
+param mcpAgents array = []
 
 @description('Publish Key Vault secret events (near expiry, expired, new version) through Event Grid.')
 param secretEvents bool = true
@@ -185,6 +216,13 @@ module app 'modules/app.bicep' = {
     maxReplicas: maxReplicas
     concurrentRequests: concurrentRequests
     allowedIngressCidrs: allowedIngressCidrs
+    entraTenantId: empty(entraTenantId) ? tenant().tenantId : entraTenantId
+    entraAppIdUri: entraAppIdUri
+    entraAppClientId: entraAppClientId
+    entraRequiredScopes: entraRequiredScopes
+    entraAcceptV1Tokens: entraAcceptV1Tokens
+    mcpResourceUrl: mcpResourceUrl
+    mcpAgents: mcpAgents
   }
 }
 
@@ -199,4 +237,5 @@ output KEYWARD_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output KEYWARD_MCP_CLIENTS string = mcpClients
 output KEYWARD_APP_NAME string = app.outputs.appName
 output KEYWARD_URL string = app.outputs.url
+output KEYWARD_MCP_RESOURCE string = app.outputs.mcpResource
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.workspaceId

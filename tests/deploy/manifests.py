@@ -1,9 +1,11 @@
 """What the deploy checks share: the paths under deploy/, the ports and addresses keyward's
 configuration uses, readers of manifests, the secret scanner, and the Container Apps files
-as deployed (containerapp.yaml after envsubst, keyward.toml as Bicep renders it)."""
+as deployed (containerapp.yaml after envsubst, keyward.toml as Bicep renders it, with and
+without Entra ID)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -97,9 +99,19 @@ def shannon_entropy(s: str) -> float:
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 TOKEN_CANDIDATE = re.compile(r"[A-Za-z0-9+/=_\-]{32,}")
+# Entra ID placeholders (overlays/keyvault-entra, containerapp.yaml, SAMPLE_ENTRA below): a
+# tenant, the MCP server's app registration, agents' application ids; and the Azure CLI's
+# well-known client id, which the README names for delegated test tokens.
+ENTRA_TENANT = "00000000-0000-0000-0000-0000000000a1"
+ENTRA_APP = "00000000-0000-0000-0000-0000000000b1"
+AGENT_A = "00000000-0000-0000-0000-0000000000c1"
+AGENT_B = "00000000-0000-0000-0000-0000000000c2"
+AGENT_B2 = "00000000-0000-0000-0000-0000000000c3"
+AZURE_CLI_APP = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 KNOWN_GUIDS = {SECRETS_USER_ROLE, ACR_PULL_ROLE, "98728c90-32c7-4049-8429-847dc0f4fe37",
                "00000000-0000-0000-0000-000000000000",
-               "11111111-2222-3333-4444-555555555555"}  # SAMPLE client id below
+               "11111111-2222-3333-4444-555555555555",  # SAMPLE client id below
+               ENTRA_TENANT, ENTRA_APP, AGENT_A, AGENT_B, AGENT_B2, AZURE_CLI_APP}
 URL = re.compile(r"https?://[^\s\"'?#]+")
 
 
@@ -131,11 +143,53 @@ SAMPLE = {
 }
 
 
-def render_aca_template(clients: list[str]) -> str:
-    """What modules/app.bicep does with ../keyward.toml (test_bicep.py checks the Bicep)."""
+# main.bicep's Entra ID parameters, as a deployment would set them (mcpResourceUrl given).
+SAMPLE_ENTRA = {
+    "entraTenantId": ENTRA_TENANT,
+    "entraAppIdUri": f"api://{ENTRA_APP}",
+    "entraAppClientId": ENTRA_APP,
+    "entraRequiredScopes": ["mcp.tools"],
+    "entraAcceptV1Tokens": False,
+    "mcpResourceUrl": "https://mcp.example.com/mcp",
+    "mcpAgents": [{"id": "agent-a", "appIds": [AGENT_A]}],
+}
+# The app's FQDN as the template derives it when mcpResourceUrl is empty.
+SAMPLE_APP_FQDN = "ca-keyward-sample.nicebeach-12345678.westeurope.azurecontainerapps.io"
+
+
+def bicep_string(value) -> str:
+    """ARM's string() of an array of strings: compact JSON, which TOML reads as an array."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def render_oauth(p: dict) -> str:
+    """What modules/app.bicep renders for '# {{OAUTH}}' (test_bicep.py checks the Bicep)."""
+    if not p["entraAppIdUri"]:
+        return ""
+    tenant = p["entraTenantId"]
+    resource = p["mcpResourceUrl"] or f"https://{SAMPLE_APP_FQDN}/mcp"
+    audiences = [a for a in (p["entraAppIdUri"], p["entraAppClientId"]) if a]
+    required = p["entraRequiredScopes"]
+    scopes = [f"{p['entraAppIdUri']}/{s}" for s in required]
+    scopes_toml = f"scopes = {bicep_string(scopes)}\n" if required else ""
+    required_toml = f"required_scopes = {bicep_string(required)}\n" if required else ""
+    v2 = (f'[[ingress.oauth.issuers]]\nissuer = "https://login.microsoftonline.com/{tenant}/v2.0"\n'
+          f"audiences = {bicep_string(audiences)}\n{required_toml}")
+    v1 = (f'\n[[ingress.oauth.issuers]]\nissuer = "https://sts.windows.net/{tenant}/"\n'
+          f'jwks_uri = "https://login.microsoftonline.com/{tenant}/discovery/keys"\n'
+          f"audiences = {bicep_string(audiences)}\n{required_toml}") if p["entraAcceptV1Tokens"] else ""
+    agents = "\n".join(f'[[ingress.clients]]\nid = "{a["id"]}"\ntoken_ids = {bicep_string(a["appIds"])}\n'
+                       for a in p["mcpAgents"])
+    return f'[ingress.oauth]\nresource = "{resource}"\n{scopes_toml}\n{v2}{v1}\n{agents}'
+
+
+def render_aca_template(clients: list[str], entra: dict | None = None) -> str:
+    """What modules/app.bicep does with ../keyward.toml (test_bicep.py checks the Bicep);
+    `entra`: main.bicep's Entra ID parameters (SAMPLE_ENTRA), None for their defaults."""
     text = (ACA / "keyward.toml").read_text()
     blocks = "\n".join(f'[[ingress.clients]]\nid = "{c}"\nsecret = "mcp-client-{c}"\n' for c in clients)
     text = text.replace("# {{CLIENTS}}", blocks)
+    text = text.replace("# {{OAUTH}}", render_oauth(entra or {"entraAppIdUri": ""}))
     text = text.replace("{{APIM_UPSTREAM}}", SAMPLE["upstream"])
     text = text.replace("{{VAULT_URL}}", SAMPLE["vault"])
     return text.replace("{{IDENTITY_CLIENT_ID}}", SAMPLE["client_id"])
@@ -154,17 +208,53 @@ ENVSUBST_VARS = {
 }
 
 
-def envsubst(text: str) -> str:
+# The four more that containerapp.yaml's header names for Entra ID.
+ENTRA_ENVSUBST_VARS = {
+    "KEYWARD_ENTRA_TENANT_ID": SAMPLE_ENTRA["entraTenantId"],
+    "KEYWARD_ENTRA_APP_ID_URI": SAMPLE_ENTRA["entraAppIdUri"],
+    "KEYWARD_ENTRA_APP_CLIENT_ID": SAMPLE_ENTRA["entraAppClientId"],
+    "KEYWARD_MCP_RESOURCE_URL": SAMPLE_ENTRA["mcpResourceUrl"],
+}
+
+
+def envsubst(text: str, variables: dict | None = None) -> str:
     """envsubst with an explicit variable list, as deploy/README.md runs it."""
+    variables = ENVSUBST_VARS if variables is None else variables
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}",
-                  lambda m: ENVSUBST_VARS.get(m.group(1), m.group(0)), text)
+                  lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
-def aca_yaml(rendered: bool = True) -> dict:
+def aca_yaml(rendered: bool = True, entra: bool = False) -> dict:
     text = (ACA / "containerapp.yaml").read_text()
-    return yaml.safe_load(envsubst(text) if rendered else text)
+    if not rendered:
+        return yaml.safe_load(text)
+    return yaml.safe_load(envsubst(text, {**ENVSUBST_VARS, **ENTRA_ENVSUBST_VARS} if entra else None))
 
 
-def aca_yaml_config() -> str:
-    init = aca_yaml()["properties"]["template"]["initContainers"][0]
-    return env_of(init)["KEYWARD_CONFIG_TOML"]["value"]
+def aca_yaml_config(entra: bool = False) -> str:
+    """keyward.toml as containerapp.yaml embeds it; `entra`: with its [ingress.oauth] block
+    uncommented and the Entra ID variables substituted too."""
+    init = aca_yaml(entra=entra)["properties"]["template"]["initContainers"][0]
+    text = env_of(init)["KEYWARD_CONFIG_TOML"]["value"]
+    return uncomment_oauth(text) if entra else text
+
+
+def commented_oauth_block(text: str) -> tuple[int, int]:
+    """(first, end) line indexes of the commented-out block that starts at '# [ingress.oauth]'
+    and runs to the first line that is not a comment."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "# [ingress.oauth]"]
+    assert len(starts) == 1, f"expected one commented [ingress.oauth] block, found {len(starts)}"
+    end = starts[0]
+    while end < len(lines) and lines[end].lstrip().startswith("#"):
+        end += 1
+    return starts[0], end
+
+
+def uncomment_oauth(text: str) -> str:
+    """The text with its commented [ingress.oauth] block enabled, as an operator would."""
+    lines = text.splitlines()
+    first, end = commented_oauth_block(text)
+    for i in range(first, end):
+        lines[i] = re.sub(r"^(\s*)# ?", r"\1", lines[i])
+    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ K8S_VARIANTS = {
         "resources": ["../overlays/secret-volume"],
         "components": ["../components/legacy-sidecar"],
     },
+    "keyvault-entra": {"resources": ["../overlays/keyvault-entra"]},
 }
 
 
@@ -61,8 +62,8 @@ def render_with_tool(kdir: Path) -> list[dict]:
 
 
 # A small kustomize, for machines without kubectl: resources, components, configMapGenerator
-# (no hash suffix), strategic-merge patches by name, JSON 6902 patches, images, namespace,
-# labels. It covers what deploy/k8s uses; test_builtin_renderer_agrees_with_kustomize keeps it
+# (no hash suffix; behavior create, replace or merge), strategic-merge patches by name, JSON
+# 6902 patches, images, namespace, labels. It covers what deploy/k8s uses; test_builtin_renderer_agrees_with_kustomize keeps it
 # honest where kubectl exists.
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
@@ -165,7 +166,16 @@ def render_builtin(kdir: Path) -> list[dict]:
         meta = {"name": gen["name"]}
         if "namespace" in gen:
             meta["namespace"] = gen["namespace"]
-        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+        behavior = gen.get("behavior", "create")
+        if behavior == "create":
+            docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+            continue
+        # replace / merge: a ConfigMap generated further down (a resource's generator).
+        hits = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == gen["name"]
+                and d["metadata"].get("namespace") == gen.get("namespace")]
+        assert len(hits) == 1, f"configMapGenerator {gen['name']} ({behavior}): {len(hits)} ConfigMaps to act on"
+        assert behavior in ("replace", "merge"), f"configMapGenerator behavior {behavior}"
+        hits[0]["data"] = data if behavior == "replace" else {**hits[0].get("data", {}), **data}
     docs = apply_patches(docs, kdir, k.get("patches", []))
     for c in k.get("components", []):
         cdir = (kdir / c).resolve()

@@ -1,6 +1,7 @@
 """The Bicep under deploy/aca, read (and compiled where a compiler exists): modules and
 params agree, no secret parameters, least-privilege role assignments, vault protection,
-one exposed port; and azd's azure.yaml with its postprovision hook."""
+one exposed port, the Entra ID inputs wired to the rendered configuration (and no app
+registration in the template); and azd's azure.yaml with its postprovision hook."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ import yaml
 from manifests import (
     ACA,
     ACR_PULL_ROLE,
+    AGENT_B,
+    AGENT_B2,
     DEPLOY,
     HEALTH_API_URL,
     ROOT,
+    SAMPLE_ENTRA,
     SECRETS_USER_ROLE,
     files,
     rel,
+    render_oauth,
     secretish,
 )
 
@@ -279,11 +284,130 @@ def test_bicep_renders_the_config_template():
     text = app_bicep()
     assert "loadTextContent('../keyward.toml')" in text
     template = (ACA / "keyward.toml").read_text()
-    for placeholder in ("# {{CLIENTS}}", "{{APIM_UPSTREAM}}", "{{VAULT_URL}}", "{{IDENTITY_CLIENT_ID}}"):
+    for placeholder in ("# {{CLIENTS}}", "# {{OAUTH}}", "{{APIM_UPSTREAM}}", "{{VAULT_URL}}", "{{IDENTITY_CLIENT_ID}}"):
         assert f"'{placeholder}'" in text, f"Bicep does not replace {placeholder}"
         assert placeholder in template, f"keyward.toml lacks {placeholder}"
     assert re.search(r"secret = \"mcp-client-\$\{id\}\"", text), "client secrets are mcp-client-<id>"
     assert "loadTextContent('../otel-collector.yaml')" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Entra ID bearer tokens
+# --------------------------------------------------------------------------------------------
+
+# main.bicep's Entra ID parameters: type, default, and the azd environment variable feeding it.
+ENTRA_PARAMS = {
+    "entraTenantId": ("string", "tenant().tenantId", "KEYWARD_ENTRA_TENANT_ID"),
+    "entraAppIdUri": ("string", "''", "KEYWARD_ENTRA_APP_ID_URI"),
+    "entraAppClientId": ("string", "''", "KEYWARD_ENTRA_APP_CLIENT_ID"),
+    "entraRequiredScopes": ("array", "[\n  'mcp.tools'\n]", None),
+    "entraAcceptV1Tokens": ("bool", "false", "KEYWARD_ENTRA_V1_TOKENS"),
+    "mcpResourceUrl": ("string", "''", "KEYWARD_MCP_RESOURCE_URL"),
+    "mcpAgents": ("array", "[]", "KEYWARD_MCP_AGENTS"),
+}
+
+
+def param_default(text: str, name: str) -> str:
+    m = re.search(rf"^param {name} [\w.]+ = (.+?)$(?=\n(?:\n|@|param |//|$))", text, re.M | re.S)
+    assert m, f"param {name} has no default"
+    return m.group(1)
+
+
+def bicep_var(text: str, name: str) -> str:
+    m = re.search(rf"^var {name} = (.+)$", text, re.M)
+    assert m, f"no var {name}"
+    return m.group(1)
+
+
+def module_call(text: str, name: str) -> str:
+    m = re.search(rf"^module {name} '[^']+' = (?:if \([^\n]*\) )?", text, re.M)
+    body = block_after(text, m.end())
+    return block_after(body, body.index("params:"))
+
+
+def test_bicep_entra_parameters_are_optional_and_reach_the_app():
+    main = (ACA / "main.bicep").read_text()
+    types = {n: t for n, t, _ in bicep_params(main)}
+    declared, required = module_params(ACA / "main.bicep")
+    app_declared, _ = module_params(ACA / "modules/app.bicep")
+    call = module_call(main, "app")
+    for name, (type_, default, _) in ENTRA_PARAMS.items():
+        assert name in declared and name not in required, f"{name}: an optional parameter of main.bicep"
+        assert types[name] == type_, f"{name}: {types[name]}, not {type_}"
+        assert param_default(main, name) == default, f"{name}: default {param_default(main, name)!r}"
+        assert name in app_declared, f"modules/app.bicep lacks {name}"
+        assert re.search(rf"^\s{{4}}{name}: ", call, re.M), f"main.bicep does not pass {name} to the app"
+    # An empty tenant (azd passes '' for a variable set empty) is the deployment's tenant too.
+    assert "entraTenantId: empty(entraTenantId) ? tenant().tenantId : entraTenantId" in call
+    assert "output KEYWARD_MCP_RESOURCE string = app.outputs.mcpResource" in main
+
+
+def test_parameters_file_maps_the_entra_parameters():
+    params = json.loads((ACA / "main.parameters.json").read_text())["parameters"]
+    for name, (_, _, var) in ENTRA_PARAMS.items():
+        if var is None:
+            assert name not in params
+            continue
+        assert re.fullmatch(rf"\$\{{{var}(=[^}}]*)?\}}", params[name]["value"]), f"{name}: {params[name]}"
+    # No default in the file for these: azd leaves a parameter out while its variable is unset,
+    # so the template's default applies (tenant(), an empty array; a "[]" would be a string).
+    assert params["entraTenantId"]["value"] == "${KEYWARD_ENTRA_TENANT_ID}"
+    assert params["mcpAgents"]["value"] == "${KEYWARD_MCP_AGENTS}"
+    # Unset: main.bicep's default client; set but empty: none (agents only).
+    assert params["mcpClients"]["value"] == "${KEYWARD_MCP_CLIENTS}"
+    hook = (ACA / "hooks/postprovision.sh").read_text()
+    assert "${KEYWARD_MCP_CLIENTS-claude-desktop}" in hook, "the hook's default must be the template's"
+    assert re.search(r"^param mcpClients string = 'claude-desktop'$", (ACA / "main.bicep").read_text(), re.M)
+
+
+def test_bicep_renders_oauth_only_when_the_app_id_uri_is_set():
+    app = app_bicep()
+    assert bicep_var(app, "oauthEnabled") == "!empty(entraAppIdUri)"
+    oauth = bicep_var(app, "oauthToml")
+    assert oauth.startswith("oauthEnabled ? '[ingress.oauth]\\n") and oauth.endswith(" : ''"), oauth
+    assert "${agentsToml}" in oauth, "agents are rendered with [ingress.oauth] only"
+    assert "'# {{OAUTH}}', oauthToml)" in bicep_var(app, "keywardConfig")
+    # The resource: the given URL, else the app's own FQDN (its name under the environment's
+    # default domain) and /mcp.
+    assert bicep_var(app, "appName") == "'ca-keyward-${nameSuffix}'"
+    (container_app,) = resources(app, "Microsoft.App/containerApps")
+    assert re.search(r"^\s{2}name: appName$", container_app, re.M)
+    assert bicep_var(app, "oauthResource") == (
+        "empty(mcpResourceUrl) ? 'https://${appName}.${environment.properties.defaultDomain}/mcp' : mcpResourceUrl")
+    assert bicep_var(app, "oauthAudiences") == "filter([entraAppIdUri, entraAppClientId], a => !empty(a))"
+    assert 'issuer = "https://login.microsoftonline.com/${entraTenantId}/v2.0"' in bicep_var(app, "oauthV2IssuerToml")
+    v1 = bicep_var(app, "oauthV1IssuerToml")
+    assert v1.startswith("entraAcceptV1Tokens ? ") and v1.endswith(" : ''")
+    assert 'issuer = "https://sts.windows.net/${entraTenantId}/"' in v1
+    agents = bicep_var(app, "agentsToml")
+    assert agents.startswith("join(map(mcpAgents, agent => '[[ingress.clients]]")
+    assert 'id = "${agent.id}"' in agents and "token_ids = ${string(agent.appIds)}" in agents
+    assert "secret" not in agents, "an agent has no key"
+
+
+def test_bicep_oauth_rendering_matches_the_one_the_config_tests_use():
+    """manifests.render_oauth stands in for the Bicep in test_config.py: every line it writes
+    is written by app.bicep too (values aside)."""
+    app = app_bicep()
+    full = {**SAMPLE_ENTRA, "entraAcceptV1Tokens": True, "mcpResourceUrl": "",
+            "mcpAgents": [{"id": "agent-b", "appIds": [AGENT_B, AGENT_B2]}]}
+    for line in filter(None, render_oauth(full).splitlines()):
+        key = line.split(" = ")[0]
+        # A line starts a Bicep string or follows a \n in one.
+        assert any(f"{start}{key}{end}" in app for start in ("'", "\\n") for end in ("\\n", " = ")), (
+            f"app.bicep does not render {line!r}")
+    assert render_oauth({**full, "entraAppIdUri": ""}) == ""
+
+
+def test_bicep_creates_no_app_registration():
+    """Registering apps is left to az ad (deploy/README.md): no Microsoft Graph extension or
+    resource in the template, and main.bicep says why."""
+    for path in BICEP_FILES:
+        text = path.read_text()
+        assert not re.search(r"^\s*(extension|provider|import)\b", text, re.M), f"{rel(path)}: an extension"
+        assert not re.search(r"^resource \w+ 'Microsoft\.Graph/", text, re.M), f"{rel(path)}: a Graph resource"
+    main = (ACA / "main.bicep").read_text()
+    assert "Microsoft Graph Bicep" in main and "az ad app create" in main and "az ad sp create" in main
 
 
 def test_bicep_compiles_if_a_compiler_is_available(tmp_path):

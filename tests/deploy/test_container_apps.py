@@ -1,8 +1,11 @@
 """The Container Apps YAML (deploy/aca/containerapp.yaml after envsubst) and the collector
 configuration it embeds: identity, Key Vault references, one exposed port, probes,
-resources Container Apps accepts, credentials dropped from telemetry."""
+resources Container Apps accepts, credentials dropped from telemetry, the Entra ID block and
+its variables."""
 
 from __future__ import annotations
+
+import re
 
 import yaml
 
@@ -10,11 +13,13 @@ from manifests import (
     ACA,
     ADMIN_PORT,
     BACKEND_LISTEN,
+    ENTRA_ENVSUBST_VARS,
     ENVSUBST_VARS,
     HEALTH_API_URL,
     KEYWARD_PORT,
     SAMPLE,
     aca_yaml,
+    commented_oauth_block,
     container,
     env_of,
     secretish,
@@ -104,3 +109,21 @@ def test_collector_config():
         for comp in pipe["exporters"]:
             assert comp in cfg["exporters"], f"{name}: exporter {comp} undefined"
     assert "attributes/drop-credentials" in cfg["service"]["pipelines"]["traces"]["processors"]
+
+
+def test_aca_yaml_entra_block_and_its_variables():
+    """The commented Entra ID block uses exactly the four variables the header tells the
+    operator to export; the envsubst list given there for the default leaves them alone."""
+    text = (ACA / "containerapp.yaml").read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    init = aca_yaml(rendered=False)["properties"]["template"]["initContainers"][0]
+    config = env_of(init)["KEYWARD_CONFIG_TOML"]["value"]
+    first, end = commented_oauth_block(config)
+    block = "\n".join(config.splitlines()[first:end])
+    used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", block))
+    assert used == set(ENTRA_ENVSUBST_VARS), used
+    for var in used:
+        assert var in header, f"the header does not name {var}"
+    documented_list = re.search(r"envsubst '([^']+)'", header).group(1).split()
+    assert not {f"${v}" for v in used} & set(documented_list)
+    assert not used & set(ENVSUBST_VARS)

@@ -47,6 +47,7 @@ SCHEMA_VERSIONS = {
     "secret-volume": ["1.30", "1.33"],
     "keyvault+cilium-fqdn": ["1.30"],
     "secret-volume+legacy-sidecar": ["1.28"],
+    "keyvault-entra": ["1.30", "1.33"],
 }
 CRD_KINDS = {"CiliumNetworkPolicy"}
 
@@ -349,6 +350,23 @@ def test_secret_volume(variant, tmp_root):
         "fsGroup makes the 0400 files group-readable by keyward's group")
     tmpl = one(docs, "Deployment", "keyward")["spec"]["template"]
     assert "azure.workload.identity/use" not in tmpl["metadata"].get("labels", {})
+
+
+def test_entra_overlay_changes_the_configuration_only(tmp_root):
+    """overlays/keyvault-entra is the keyvault overlay with its ConfigMap replaced (not a
+    second one beside it): every other object is the same, and the pod mounts the new one."""
+    entra, _ = render_variant("keyvault-entra", tmp_root)
+    keyvault, _ = render_variant("keyvault", tmp_root)
+    assert len(by_kind(entra, "ConfigMap")) == 1
+    entra_n, keyvault_n = normalized(entra), normalized(keyvault)
+    assert entra_n.keys() == keyvault_n.keys()
+    for key in entra_n:
+        if key[0] != "ConfigMap":
+            assert entra_n[key] == keyvault_n[key], f"{key} differs from the keyvault overlay's"
+    cfg = k8s_config(entra)
+    assert cfg["ingress"]["oauth"]["issuers"], "the mounted configuration has Entra ID"
+    assert any(c.get("token_ids") for c in cfg["ingress"]["clients"])
+    assert "oauth" not in k8s_config(keyvault)["ingress"]
 
 
 def test_no_secret_manifest_holds_data():

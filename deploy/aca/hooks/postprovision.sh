@@ -35,7 +35,8 @@ if [ "${KEYWARD_SKIP_SECRET_CHECK:-}" != "1" ]; then
         exit 1
     fi
     missing=""
-    for id in $(printf '%s' "${KEYWARD_MCP_CLIENTS:-claude-desktop}" | tr ',' ' '); do
+    # Unset: the template's default client; set but empty: no client keys (Entra ID agents only).
+    for id in $(printf '%s' "${KEYWARD_MCP_CLIENTS-claude-desktop}" | tr ',' ' '); do
         printf '%s\n' "$names" | grep -qxF "mcp-client-$id" || missing="$missing mcp-client-$id"
     done
     printf '%s\n' "$names" | grep -qxF apim-subscription-key || missing="$missing apim-subscription-key"

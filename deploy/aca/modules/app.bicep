@@ -15,6 +15,10 @@
 // image layer (the vault URL is only known after provisioning, and a config change would
 // need an image build). A change to the configuration is a template change, hence a new
 // revision: config changes roll out like code.
+//
+// Entra ID bearer tokens: with entraAppIdUri set, the configuration gains [ingress.oauth] and
+// one [[ingress.clients]] block without a secret per agent (mcpAgents), matched on the token's
+// azp (v2) or appid (v1). Without it none of this is rendered: client keys only, as before.
 param location string
 param nameSuffix string
 param tags object
@@ -36,10 +40,36 @@ param minReplicas int
 param maxReplicas int
 param concurrentRequests int
 param allowedIngressCidrs array
+param entraTenantId string
+param entraAppIdUri string
+param entraAppClientId string
+param entraRequiredScopes array
+param entraAcceptV1Tokens bool
+param mcpResourceUrl string
+param mcpAgents array
 
+var appName = 'ca-keyward-${nameSuffix}'
 var clientIds = filter(map(split(mcpClients, ','), c => trim(c)), c => !empty(c))
 var clientsToml = join(map(clientIds, id => '[[ingress.clients]]\nid = "${id}"\nsecret = "mcp-client-${id}"\n'), '\n')
-var keywardConfig = replace(replace(replace(replace(loadTextContent('../keyward.toml'), '# {{CLIENTS}}', clientsToml), '{{APIM_UPSTREAM}}', apimUpstream), '{{VAULT_URL}}', vaultUri), '{{IDENTITY_CLIENT_ID}}', identityClientId)
+
+// [ingress.oauth] and the agents. Lists go through string(): a JSON array of strings is a TOML
+// array too. The resource defaults to the app's own MCP endpoint, the app name under the
+// environment's default domain (behind a custom domain, pass mcpResourceUrl). Public-cloud
+// issuers: v2 tokens carry iss .../<tenant>/v2.0 and azp; v1 tokens iss sts.windows.net and
+// appid, and their issuer names the tenant's key set on login.microsoftonline.com (the same
+// keys) so that keyward fetches nothing from sts.windows.net.
+var oauthEnabled = !empty(entraAppIdUri)
+var oauthResource = empty(mcpResourceUrl) ? 'https://${appName}.${environment.properties.defaultDomain}/mcp' : mcpResourceUrl
+var oauthAudiences = filter([entraAppIdUri, entraAppClientId], a => !empty(a))
+var oauthScopes = map(entraRequiredScopes, s => '${entraAppIdUri}/${s}')
+var oauthScopesToml = empty(entraRequiredScopes) ? '' : 'scopes = ${string(oauthScopes)}\n'
+var oauthRequiredScopesToml = empty(entraRequiredScopes) ? '' : 'required_scopes = ${string(entraRequiredScopes)}\n'
+var oauthV2IssuerToml = '[[ingress.oauth.issuers]]\nissuer = "https://login.microsoftonline.com/${entraTenantId}/v2.0"\naudiences = ${string(oauthAudiences)}\n${oauthRequiredScopesToml}'
+var oauthV1IssuerToml = entraAcceptV1Tokens ? '\n[[ingress.oauth.issuers]]\nissuer = "https://sts.windows.net/${entraTenantId}/"\njwks_uri = "https://login.microsoftonline.com/${entraTenantId}/discovery/keys"\naudiences = ${string(oauthAudiences)}\n${oauthRequiredScopesToml}' : ''
+var agentsToml = join(map(mcpAgents, agent => '[[ingress.clients]]\nid = "${agent.id}"\ntoken_ids = ${string(agent.appIds)}\n'), '\n')
+var oauthToml = oauthEnabled ? '[ingress.oauth]\nresource = "${oauthResource}"\n${oauthScopesToml}\n${oauthV2IssuerToml}${oauthV1IssuerToml}\n${agentsToml}' : ''
+
+var keywardConfig = replace(replace(replace(replace(replace(loadTextContent('../keyward.toml'), '# {{CLIENTS}}', clientsToml), '# {{OAUTH}}', oauthToml), '{{APIM_UPSTREAM}}', apimUpstream), '{{VAULT_URL}}', vaultUri), '{{IDENTITY_CLIENT_ID}}', identityClientId)
 var collectorConfig = loadTextContent('../otel-collector.yaml')
 
 resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
@@ -86,7 +116,7 @@ resource environmentDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-0
 }
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = if (deployApp) {
-  name: 'ca-keyward-${nameSuffix}'
+  name: appName
   location: location
   tags: tags
   identity: {
@@ -289,3 +319,4 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = if (deployApp) {
 output environmentId string = environment.id
 output appName string = deployApp ? app.name : ''
 output url string = deployApp ? 'https://${app.properties.configuration.ingress.fqdn}' : ''
+output mcpResource string = oauthEnabled ? oauthResource : ''
