@@ -204,7 +204,13 @@ fn missing(name: &str, now: i64) -> Reply {
 }
 
 /// Entra's error body: the description carries the AADSTS code, trace and correlation ids.
-fn failure(status: StatusCode, error: &str, code: u32, message: &str, now: i64) -> Reply {
+pub(crate) fn failure(
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    message: &str,
+    now: i64,
+) -> Reply {
     let trace_id = wire::random_guid();
     let correlation_id = wire::random_guid();
     let timestamp = timestamp(now);

@@ -28,12 +28,12 @@
 //! It must never listen beyond loopback, and it records requests without header values, so
 //! a test may print what it saw without printing a token.
 
-mod entra;
+pub(crate) mod entra;
 mod identity;
 mod serve;
 mod store;
 mod vault;
-mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;

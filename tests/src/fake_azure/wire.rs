@@ -1,5 +1,6 @@
 //! Plumbing shared by the vault and the identity endpoint: query decoding, JSON replies,
-//! random identifiers and the clock. Nothing here sees a secret value or a token.
+//! random identifiers and the clock (replies, identifiers and the clock also serve
+//! `fake_idp`). Nothing here sees a secret value or a token.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,7 @@ use http_body_util::Full;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Every response either server sends.
-pub(super) type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// A JSON response, with the headers Azure sends on one.
 pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Reply {
@@ -23,7 +24,7 @@ pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Reply {
 }
 
 /// A response with no body.
-pub(super) fn empty(status: StatusCode) -> Reply {
+pub(crate) fn empty(status: StatusCode) -> Reply {
     Response::builder().status(status).body(Full::new(Bytes::new())).expect("valid response")
 }
 
@@ -93,7 +94,7 @@ pub(super) fn encode(raw: &str) -> String {
 }
 
 /// Lowercase hex of `bytes`.
-pub(super) fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -113,13 +114,13 @@ pub(super) fn random_hex(n: usize) -> String {
 }
 
 /// A random GUID in Azure's 8-4-4-4-12 form.
-pub(super) fn random_guid() -> String {
+pub(crate) fn random_guid() -> String {
     let h = random_hex(16);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// Seconds since the Unix epoch.
-pub(super) fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
     i64::try_from(elapsed.as_secs()).expect("epoch seconds fit in i64")
 }
