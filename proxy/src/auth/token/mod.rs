@@ -8,6 +8,7 @@
 //! and `iat` with the issuer's clock skew; `aud` one of its audiences; the agent id (`azp`,
 //! else `appid`, else `client_id`, else `sub`) one client's; the required scopes.
 
+mod cache;
 mod jwks;
 pub mod jws;
 mod keys;
@@ -31,8 +32,10 @@ const REFETCH_WAIT: Duration = Duration::from_secs(2);
 pub enum TokenDenial {
     /// Longer than `max_token_bytes`.
     Oversize,
-    /// Not a compact JWS keyward can read, or an `alg` it does not accept, or no `kid`.
+    /// Not a compact JWS of JSON claims keyward can read, or no `kid`.
     Malformed,
+    /// An `alg` off the issuer's list (`none`, an HMAC, anything keyward does not verify).
+    BadAlgorithm,
     /// An `iss` that is no configured issuer.
     UnknownIssuer,
     /// A `kid` the issuer does not publish.
@@ -55,7 +58,7 @@ pub enum TokenDenial {
 
 impl TokenDenial {
     /// How many kinds there are.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// One of each kind, in [`Self::index`] order.
     pub const ALL: [TokenDenial; Self::COUNT] = [
@@ -70,6 +73,7 @@ impl TokenDenial {
         TokenDenial::UnknownAgent,
         TokenDenial::InsufficientScope,
         TokenDenial::KeysNotLoaded,
+        TokenDenial::BadAlgorithm,
     ];
 
     /// The kind's position in [`Self::ALL`].
@@ -86,6 +90,7 @@ impl TokenDenial {
             TokenDenial::UnknownAgent => 8,
             TokenDenial::InsufficientScope => 9,
             TokenDenial::KeysNotLoaded => 10,
+            TokenDenial::BadAlgorithm => 11,
         }
     }
 
@@ -103,6 +108,7 @@ impl TokenDenial {
             TokenDenial::UnknownAgent => "unknown_agent",
             TokenDenial::InsufficientScope => "insufficient_scope",
             TokenDenial::KeysNotLoaded => "issuer_keys_not_loaded",
+            TokenDenial::BadAlgorithm => "bad_algorithm",
         }
     }
 
@@ -121,6 +127,7 @@ impl TokenDenial {
             TokenDenial::UnknownAgent => "the token's client is not registered here",
             TokenDenial::InsufficientScope => "the token lacks a required scope",
             TokenDenial::KeysNotLoaded => "the issuer's keys are not loaded yet",
+            TokenDenial::BadAlgorithm => "the token's signature algorithm is not accepted",
         }
     }
 }
@@ -154,6 +161,7 @@ pub struct Tokens {
     max_bytes: usize,
     /// The scopes a token lacking one is told to get (the union of every issuer's required).
     required: Vec<String>,
+    cache: cache::Cache,
 }
 
 /// The claims keyward reads. Dates may be integers or floats (RFC 7519 NumericDate).
@@ -209,12 +217,32 @@ impl Tokens {
         let mut required: Vec<String> =
             issuers.iter().flat_map(|i| i.required_scopes.iter().cloned()).collect();
         required.dedup();
-        Self { issuers, agents, max_bytes: config.max_token_bytes, required }
+        Self {
+            issuers,
+            agents,
+            max_bytes: config.max_token_bytes,
+            required,
+            cache: cache::Cache::default(),
+        }
     }
 
     /// Each issuer (as configured) and its key cache, for the fetchers and readiness.
     pub(crate) fn issuer_keys(&self) -> impl Iterator<Item = (&str, &Arc<IssuerKeys>)> {
         self.issuers.iter().map(|issuer| (&*issuer.iss, &issuer.keys))
+    }
+
+    /// Installs a JWK Set document as `issuer`'s keys, as its fetcher does after a fetch (for
+    /// benches and embedders that fetch keys themselves). False when `issuer` is not
+    /// configured or the document holds no usable key.
+    pub fn install_keys(&self, issuer: &str, document: &[u8]) -> bool {
+        let Some(issuer) = self.issuers.iter().find(|i| &*i.iss == issuer) else { return false };
+        match jwks::KeySet::parse(document) {
+            Ok(set) if !set.is_empty() => {
+                issuer.keys.store(set);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The issuers whose keys are not loaded yet.
@@ -227,21 +255,54 @@ impl Tokens {
         self.required.join(" ")
     }
 
-    /// Validates one bearer token.
+    /// Validates one bearer token: from the cache when it was validated before and is still
+    /// in its window with its key published, else by every check.
     pub async fn validate(&self, token: &str) -> Result<Verified, TokenDenial> {
         if token.len() > self.max_bytes {
             return Err(TokenDenial::Oversize);
         }
-        let jws = jws::parse(token).map_err(|_| TokenDenial::Malformed)?;
+        let key = cache::Cache::key(token);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        if let Some(hit) = self.cache.get(&key, now) {
+            let keys = self.issuers[hit.issuer].keys.current();
+            if keys.is_some_and(|keys| keys.get(&hit.verified.kid).is_some()) {
+                return Ok(hit.verified);
+            }
+        }
+        let (entry, verified) = self.validate_uncached(token, now).await?;
+        self.cache.insert(key, entry, now);
+        Ok(verified)
+    }
+
+    /// Validates one bearer token by every check, neither using nor filling the cache (what
+    /// a token seen for the first time costs; for benches).
+    pub async fn validate_without_cache(&self, token: &str) -> Result<Verified, TokenDenial> {
+        if token.len() > self.max_bytes {
+            return Err(TokenDenial::Oversize);
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.validate_uncached(token, now).await.map(|(_, verified)| verified)
+    }
+
+    async fn validate_uncached(
+        &self,
+        token: &str,
+        now: f64,
+    ) -> Result<(cache::Entry, Verified), TokenDenial> {
+        let jws = jws::parse(token).map_err(|why| match why {
+            jws::Malformed::Alg => TokenDenial::BadAlgorithm,
+            jws::Malformed::Shape | jws::Malformed::NoKid => TokenDenial::Malformed,
+        })?;
         let claims: Claims =
             serde_json::from_slice(&jws.payload).map_err(|_| TokenDenial::Malformed)?;
-        let issuer = claims
+        let position = claims
             .iss
             .as_deref()
-            .and_then(|iss| self.issuers.iter().find(|i| &*i.iss == iss))
+            .and_then(|iss| self.issuers.iter().position(|i| &*i.iss == iss))
             .ok_or(TokenDenial::UnknownIssuer)?;
+        let issuer = &self.issuers[position];
         if !issuer.algorithms.contains(&jws.alg) {
-            return Err(TokenDenial::Malformed);
+            return Err(TokenDenial::BadAlgorithm);
         }
         let mut keys = issuer.keys.current().ok_or(TokenDenial::KeysNotLoaded)?;
         if keys.get(&jws.kid).is_none() && issuer.keys.refetch(REFETCH_WAIT).await {
@@ -253,12 +314,11 @@ impl Tokens {
         {
             return Err(TokenDenial::BadSignature);
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let skew = issuer.skew as f64;
-        match claims.exp {
-            Some(exp) if now < exp + skew => {}
+        let until = match claims.exp {
+            Some(exp) if now < exp + skew => exp + skew,
             _ => return Err(TokenDenial::Expired),
-        }
+        };
         if claims.nbf.is_some_and(|nbf| now + skew < nbf)
             || claims.iat.is_some_and(|iat| now + skew < iat)
         {
@@ -279,7 +339,10 @@ impl Tokens {
         if !issuer.required_scopes.iter().all(granted) {
             return Err(TokenDenial::InsufficientScope);
         }
-        Ok(Verified { client, issuer: issuer.iss.clone(), kid: jws.kid })
+        let verified = Verified { client, issuer: issuer.iss.clone(), kid: jws.kid };
+        let from = claims.nbf.into_iter().chain(claims.iat).fold(f64::MIN, f64::max) - skew;
+        let entry = cache::Entry { verified: verified.clone(), issuer: position, from, until };
+        Ok((entry, verified))
     }
 }
 
@@ -422,7 +485,7 @@ mod tests {
         );
         let none = serde_json::json!({"alg": "none", "kid": "k1"});
         let unsigned = format!("{}.", signer.token(none, &claims()).rsplit_once('.').unwrap().0);
-        assert_eq!(tokens.validate(&unsigned).await.unwrap_err(), TokenDenial::Malformed);
+        assert_eq!(tokens.validate(&unsigned).await.unwrap_err(), TokenDenial::BadAlgorithm);
         let unknown = serde_json::json!({"alg": "ES256", "kid": "k9"});
         // No fetcher runs here: the refetch it asks for never ends, and the wait is bounded.
         assert_eq!(
@@ -434,10 +497,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cached_token_still_expires_and_still_needs_its_key() {
+        let signer = Signer::new();
+        let tokens = tokens(&signer, "clock_skew = \"0s\"");
+        let mut short = claims();
+        short["exp"] = (now() + 1).into();
+        let token = signer.token(header(), &short);
+        assert!(tokens.validate(&token).await.is_ok());
+        assert!(tokens.validate(&token).await.is_ok());
+        assert_eq!(tokens.cache.len(), 1, "validated once, kept");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(tokens.validate(&token).await.unwrap_err(), TokenDenial::Expired);
+
+        let token = signer.token(header(), &claims());
+        assert!(tokens.validate(&token).await.is_ok());
+        let other = Signer::new();
+        let rotated = serde_json::json!({"keys": [other.jwk("k2")]}).to_string();
+        assert!(tokens.install_keys(ISS, rotated.as_bytes()));
+        assert_eq!(tokens.validate(&token).await.unwrap_err(), TokenDenial::UnknownKid);
+    }
+
+    #[tokio::test]
     async fn an_algorithm_off_the_issuer_s_list_is_refused() {
         let signer = Signer::new();
         let tokens = tokens(&signer, "algorithms = [\"RS256\"]");
         let token = signer.token(header(), &claims());
-        assert_eq!(tokens.validate(&token).await.unwrap_err(), TokenDenial::Malformed);
+        assert_eq!(tokens.validate(&token).await.unwrap_err(), TokenDenial::BadAlgorithm);
     }
 }
