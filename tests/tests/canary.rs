@@ -4,7 +4,8 @@
 //! export received by a real receiver, `/metrics`, every response, every request the backend
 //! and the upstream receive) and searched for the sentinels in every form: raw, base64,
 //! base64url, hex and percent-encoded. Only the upstream may see the APIM key, and only in its
-//! credential header.
+//! credential header. Bearer tokens from a fake Entra ID, good and hostile, are sentinels too,
+//! with their signatures and the provider's private key material.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +16,7 @@ use keyward_tests::client::{self, request, send, Reply};
 use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_azure::FakeAzure;
+use keyward_tests::fake_idp::{Alg, FakeIdp, HmacSecret};
 use keyward_tests::otlp::OtlpReceiver;
 use keyward_tests::process::{binary, eventually, Keyward};
 
@@ -79,7 +81,11 @@ fn reply_bytes(reply: &Reply) -> Vec<u8> {
 /// One request: method, path, headers in order (repeats kept), body.
 type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
 
+/// The agent application whose tokens are a client's.
+const AGENT_APP: &str = "5d1c0e7a-canary-agent-app";
+
 struct Canary {
+    idp: FakeIdp,
     dir: TempDir,
     secrets: TempDir,
     backend: TestBackend,
@@ -98,6 +104,7 @@ impl Canary {
         secrets.write_secret("mcp-client-canary", &format!("{CLIENT}\n"));
         secrets.write_secret("apim-subscription-key", APIM);
         Self {
+            idp: FakeIdp::start().await,
             dir: TempDir::new("canary"),
             secrets,
             backend: TestBackend::start().await,
@@ -121,10 +128,21 @@ impl Canary {
             }
         };
         let apim = "apim-subscription-key";
+        let mut issuer = keyward_tests::config::table([
+            ("issuer", &self.idp.issuer()),
+            ("ca_file", self.dir.write("idp-ca.pem", &self.idp.ca_pem()).to_str().unwrap()),
+        ]);
+        issuer.insert("audiences".into(), vec![self.idp.resource_app_id()].into());
+        let mut agent = keyward_tests::config::table([("id", "canary-token-agent")]);
+        agent.insert("token_ids".into(), vec![AGENT_APP].into());
         config
             .backend(self.backend.addr)
             .set("ingress.max_header_bytes", 4096)
+            .set("ingress.auth_failure_burst", 1000)
             .client("canary-agent", "mcp-client-canary")
+            .push("ingress.clients", agent)
+            .set("ingress.oauth.resource", "https://mcp.example.com/mcp")
+            .push("ingress.oauth.issuers", issuer)
             .route("/health/", &format!("http://{}/biotrackr/", self.upstream.addr), apim)
             .route("/down/", &format!("http://{dead}/"), apim)
             .set("secrets.rotation_overlap", "1h")
@@ -163,7 +181,26 @@ impl Canary {
         let huge = format!("{CLIENT}-").repeat(200);
         let query = format!("/mcp?api_key={CLIENT}");
         let bearer = format!("Bearer {CLIENT}");
-        let cases: Vec<Case<'_>> = vec![
+        let idp = &self.idp;
+        let claims = idp.claims(AGENT_APP);
+        let mut expired = claims.clone();
+        expired["exp"] = 1_000_000.into();
+        let mut stranger = claims.clone();
+        stranger["azp"] = "an-unknown-app".into();
+        let rsa = idp.signing_kid(keyward_tests::fake_idp::Kty::Rsa);
+        let tokens: Vec<String> = [
+            idp.signed(Alg::Rs256, &claims),
+            idp.signed(Alg::Es256, &claims),
+            idp.signed(Alg::Rs256, &expired),
+            idp.signed(Alg::Rs256, &stranger),
+            idp.tampered(&idp.signed(Alg::Ps256, &claims)),
+            idp.unsigned(&claims),
+            idp.hs256_with_public_key(&rsa, &claims, HmacSecret::SpkiPem),
+        ]
+        .into();
+        let bearers: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+        let token_query = format!("/mcp?access_token={}", tokens[0]);
+        let mut cases: Vec<Case<'_>> = vec![
             (
                 "POST",
                 "/mcp",
@@ -178,9 +215,29 @@ impl Canary {
             ("GET", "/mcp", vec![("x-api-key", CLIENT), ("x-huge", &huge)], ""),
             ("GET", "/mcp", vec![("x-api-key", CLIENT), ("origin", "https://evil.example")], ""),
         ];
+        for bearer in &bearers {
+            cases.push(("GET", "/mcp", vec![("authorization", bearer)], ""));
+        }
+        cases.push(("POST", "/mcp", vec![("authorization", &bearers[0])], "{\"jsonrpc\":\"2.0\"}"));
+        cases.push((
+            "GET",
+            "/mcp",
+            vec![("authorization", &bearers[0]), ("x-api-key", CLIENT)],
+            "",
+        ));
+        cases.push(("GET", &token_query, vec![("authorization", &bearers[0])], ""));
         for (method, path, headers, body) in &cases {
             replies.push(send(&http, request(ingress, method, path, headers, body)).await);
         }
+        let statuses: Vec<u16> = replies[replies.len() - bearers.len() - 3..]
+            .iter()
+            .map(|r| r.status.as_u16())
+            .collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 401, 403, 401, 401, 401, 200, 400, 401],
+            "the tokens' answers"
+        );
         for path in ["/health/activity/2025-02-02", "/down/x", "/nope", "/health/../x"] {
             let headers = [("ocp-apim-subscription-key", "set-by-backend")];
             replies.push(send(&http, request(egress, "GET", path, &headers, "")).await);
@@ -214,7 +271,15 @@ impl Canary {
     }
 
     fn check(&self, keyward: &Keyward, replies: &[Reply]) {
-        let secrets = [CLIENT, ROTATED, APIM];
+        let tokens = self.idp.minted();
+        assert!(tokens.len() >= 7, "the tokens were minted");
+        let signatures: Vec<String> =
+            tokens.iter().filter_map(|t| t.rsplit_once('.')).map(|(_, s)| s.to_owned()).collect();
+        let private = self.idp.private_key_texts();
+        let mut secrets = vec![CLIENT, ROTATED, APIM];
+        secrets.extend(tokens.iter().map(String::as_str));
+        secrets.extend(signatures.iter().map(String::as_str).filter(|s| s.len() >= 16));
+        secrets.extend(private.iter().map(String::as_str));
         assert_clean("keyward's stdout and stderr", keyward.output().as_bytes(), &secrets);
         for body in self.receiver.bodies() {
             assert_clean("an OTLP export", &body, &secrets);
@@ -224,6 +289,7 @@ impl Canary {
         }
         for seen in self.backend.seen() {
             assert_clean("a backend request", format!("{seen:?}").as_bytes(), &secrets);
+            assert!(seen.headers.get("authorization").is_none(), "a token reached the backend");
         }
         let upstream = self.upstream.seen();
         assert!(!upstream.is_empty());
