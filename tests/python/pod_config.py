@@ -1,11 +1,66 @@
 """The keyward.toml a pod runs with: its listeners, the client, the egress route to the
-stand-in, and the secrets from the state directory or the Key Vault fake."""
+stand-in, and the secrets from the state directory or the Key Vault fake; with `oauth`, bearer
+tokens from one issuer beside the API key, and the clients known by their tokens."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 from pod_state import APIM_SECRET, CLIENT_ID, CLIENT_SECRET, State
+
+
+@dataclass(frozen=True)
+class OAuth:
+    """`[ingress.oauth]` with one issuer, and the clients its tokens name. The resource is the
+    pod's own MCP URL, `http://<ingress>/mcp`, so the ingress needs its port before keyward
+    starts."""
+
+    issuer: str
+    ca_file: Path
+    audiences: tuple[str, ...]
+    # (client id, its token ids): `[[ingress.clients]]` known by token only, no secret.
+    token_clients: tuple[tuple[str, tuple[str, ...]], ...]
+    scopes: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()
+
+
+def _q(value) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(str(value))
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def resource_url(ingress: str) -> str:
+    """The resource an OAuth pod names: its MCP endpoint's URL."""
+    return f"http://{ingress}/mcp"
+
+
+def oauth_config(oauth: OAuth, *, ingress: str) -> str:
+    """The token clients and `[ingress.oauth]`, to follow the API-key client in `[ingress]`."""
+    if ingress.endswith(":0"):
+        raise ValueError("an OAuth pod's resource names the ingress port: pick it first")
+    clients = "".join(
+        f"[[ingress.clients]]\nid = {_q(client)}\ntoken_ids = {_list(ids)}\n\n"
+        for client, ids in oauth.token_clients
+    )
+    required = (
+        f"required_scopes = {_list(oauth.required_scopes)}\n" if oauth.required_scopes else ""
+    )
+    return f"""{clients}[ingress.oauth]
+resource = {_q(resource_url(ingress))}
+scopes = {_list(oauth.scopes)}
+
+[[ingress.oauth.issuers]]
+issuer = {_q(oauth.issuer)}
+audiences = {_list(oauth.audiences)}
+ca_file = {_q(oauth.ca_file)}
+{required}
+"""
 
 
 def keyward_config(
@@ -17,6 +72,7 @@ def keyward_config(
     upstream: str,
     state: State,
     vault: dict | None = None,
+    oauth: OAuth | None = None,
 ) -> str:
     def q(value) -> str:
         """A TOML basic string (JSON's escapes are TOML's)."""
@@ -43,7 +99,7 @@ shutdown_grace = "2s"
 id = "{CLIENT_ID}"
 secret = "{CLIENT_SECRET}"
 
-[egress]
+{oauth_config(oauth, ingress=ingress) if oauth else ""}[egress]
 listen = {q(egress)}
 
 [[egress.routes]]

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pod_config import keyward_config
+from pod_config import OAuth, keyward_config
 from pod_process import (
     ROOT,
     START_TIMEOUT,
@@ -40,6 +40,8 @@ class Pod:
     ports: "fixed" (the demo's 8080/8090/9090/8081/8095) or "auto" (free ones).
     ingress_backend: host:port keyward forwards to instead of mcp-backend (a test's recorder,
     which can then forward to `backend_addr`).
+    oauth: bearer tokens from one issuer beside the API key (pod_config.OAuth); the ingress
+    port is then picked in advance, since the resource URL names it.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Pod:
         keyvault: bool = False,
         ingress_backend: str | None = None,
         bins: Path | None = None,
+        oauth: OAuth | None = None,
     ):
         if ports not in ("auto", "fixed"):
             raise ValueError("ports is 'auto' or 'fixed'")
@@ -57,6 +60,7 @@ class Pod:
         self.ports = ports
         self.keyvault = keyvault
         self.ingress_backend = ingress_backend
+        self.oauth = oauth
         self.bins = bins or bin_dir()
         self.children: dict[str, Child] = {}
         self.ingress = self.egress = self.admin = None
@@ -143,6 +147,8 @@ class Pod:
             # keyward needs the backend's address and the backend keyward's egress address: the
             # backend's port is picked in advance, every other listener binds port 0.
             port = {"ingress": 0, "egress": 0, "admin": 0, "backend": free_port(), "standin": 0}
+            if self.oauth:
+                port["ingress"] = free_port()
 
         standin = self._spawn(
             "health-api",
@@ -183,6 +189,7 @@ class Pod:
                 upstream=self.standin_addr,
                 state=self.state,
                 vault=self.vault,
+                oauth=self.oauth,
             )
         )
         keyward = self._spawn(
