@@ -51,11 +51,7 @@ fn authenticator() -> &'static Authenticator {
         let store = SecretStore::new(vec![SECRET_NAME.into()], Duration::from_secs(60));
         let loaded = Loaded::Value(Secret::from_string(KEY.to_owned()));
         store.apply(vec![(SECRET_NAME.into(), loaded)], Instant::now());
-        let clients = vec![ClientConfig {
-            id: "fuzz".into(),
-            secret: Some(SECRET_NAME.into()),
-            token_ids: Vec::new(),
-        }];
+        let clients = vec![ClientConfig::with_key("fuzz", SECRET_NAME)];
         // Failures are counted, but a bucket this large never empties within a run.
         let auth = Authenticator::new(FailureLimiter::new(u32::MAX, u32::MAX), clients);
         auth.rebuild(&store.snapshot());

@@ -7,7 +7,6 @@
 //! before (clients present the same one for an hour) costs the SHA-256 of its text and a
 //! cache lookup.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::task::{Context, Poll, Waker};
@@ -27,11 +26,7 @@ fn key(i: usize) -> String {
 
 fn setup(clients: usize) -> Authenticator {
     let configs: Vec<ClientConfig> = (0..clients)
-        .map(|i| ClientConfig {
-            id: format!("client-{i}"),
-            secret: Some(format!("secret-{i}")),
-            token_ids: Vec::new(),
-        })
+        .map(|i| ClientConfig::with_key(format!("client-{i}"), format!("secret-{i}")))
         .collect();
     let store =
         SecretStore::new(configs.iter().filter_map(|c| c.secret.clone()).collect(), Duration::ZERO);
@@ -82,7 +77,7 @@ fn token_check(c: &mut Criterion) {
     ))
     .expect("bench config");
     let oauth = config.ingress.oauth.as_ref().expect("oauth");
-    let tokens = Tokens::new(oauth, HashMap::from([("agent-app".to_owned(), 0)]));
+    let tokens = Tokens::new(oauth, &config.ingress.clients);
     assert!(tokens.install_keys(&idp.issuer(), idp.jwks().to_string().as_bytes()));
     let claims = idp.claims("agent-app");
     let mut group = c.benchmark_group("token_check");

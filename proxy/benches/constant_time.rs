@@ -31,11 +31,7 @@ const SAMPLES: usize = 1_000_000;
 /// not change the path taken).
 fn authenticator(keys: &[String]) -> Authenticator {
     let configs: Vec<ClientConfig> = (0..keys.len())
-        .map(|i| ClientConfig {
-            id: format!("client-{i}"),
-            secret: Some(format!("secret-{i}")),
-            token_ids: Vec::new(),
-        })
+        .map(|i| ClientConfig::with_key(format!("client-{i}"), format!("secret-{i}")))
         .collect();
     let store =
         SecretStore::new(configs.iter().filter_map(|c| c.secret.clone()).collect(), Duration::ZERO);

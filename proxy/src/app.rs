@@ -14,6 +14,7 @@ use crate::auth::{Authenticator, FailureLimiter, Tokens};
 use crate::config::{Config, SecretSource};
 use crate::egress::Egress;
 use crate::ingress::Ingress;
+use crate::mcp::session::Sessions;
 use crate::metrics::Metrics;
 use crate::secrets::{
     self, Consumer, FileSource, KeyVaultError, KeyVaultSource, SecretStore, Source,
@@ -96,7 +97,22 @@ impl App {
         let clients = config.ingress.clients.iter().map(|c| c.id.clone()).collect();
         let routes =
             config.egress.iter().flat_map(|e| e.routes.iter().map(|r| r.prefix.clone())).collect();
-        let metrics = Arc::new(Metrics::new(clients, routes));
+        let granted = config
+            .ingress
+            .clients
+            .iter()
+            .flat_map(|c| [&c.tools, &c.resources, &c.prompts].into_iter().flatten().flatten());
+        let oauth_granted = config
+            .ingress
+            .oauth
+            .iter()
+            .flat_map(|o| &o.scope_grants)
+            .flat_map(|g| [&g.tools, &g.resources, &g.prompts].into_iter().flatten().flatten());
+        let exact = granted.chain(oauth_granted).map(|g| g.as_str()).filter(|g| !g.contains('*'));
+        let metrics = Arc::new(
+            Metrics::new(clients, routes)
+                .with_grant_names(exact.map(str::to_owned).collect::<Vec<_>>()),
+        );
         let ingress_config = &config.ingress;
 
         let limiter = FailureLimiter::new(
@@ -120,7 +136,8 @@ impl App {
         };
 
         // What is derived from the secrets, rebuilt from each snapshot before it is published.
-        let mut consumers: Vec<Arc<dyn Consumer>> = vec![redactor, auth.clone()];
+        let sessions = Arc::new(Sessions::new(ingress_config.session_secret.clone()));
+        let mut consumers: Vec<Arc<dyn Consumer>> = vec![redactor, auth.clone(), sessions.clone()];
         consumers.extend(egress.iter().map(|egress| egress.clone() as Arc<dyn Consumer>));
         let store = secret_pipeline(&config, consumers, &metrics, &mut background, &shutdown)?;
 
@@ -179,7 +196,7 @@ impl App {
             }
             _ => (Vec::new(), None),
         };
-        let ingress = Ingress::new(ingress_config, auth, metrics.clone())?;
+        let ingress = Ingress::new(ingress_config, auth, sessions, metrics.clone())?;
         let ingress_limits = ConnLimits {
             unauthenticated_timeout: Some(ingress_config.unauthenticated_timeout()),
             ..limits
@@ -251,14 +268,7 @@ fn token_validator(
     background: &mut JoinSet<()>,
 ) -> Result<Option<Arc<Tokens>>, StartError> {
     let Some(oauth) = &config.ingress.oauth else { return Ok(None) };
-    let agents = config
-        .ingress
-        .clients
-        .iter()
-        .enumerate()
-        .flat_map(|(i, client)| client.token_ids.iter().map(move |id| (id.clone(), i)))
-        .collect();
-    let tokens = Arc::new(Tokens::new(oauth, agents));
+    let tokens = Arc::new(Tokens::new(oauth, &config.ingress.clients));
     for (index, (issuer, (_, keys))) in oauth.issuers.iter().zip(tokens.issuer_keys()).enumerate() {
         let fetcher =
             Fetcher::new(issuer).map_err(|source| StartError::IssuerTrust { index, source })?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response};
-use http_body_util::{LengthLimitError, Limited};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
@@ -25,8 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::error::ProxyError;
 
-/// A client request body: the incoming stream, capped at the configured size.
-pub(crate) type RequestBody = Limited<Incoming>;
+/// A client request body: the incoming stream, capped at the configured size, or the bytes
+/// keyward read and checked (an MCP message from a client with grants).
+pub(crate) type RequestBody = Either<Limited<Incoming>, Full<Bytes>>;
 
 /// A pooled client over connector `C`.
 #[derive(Debug, Clone)]
@@ -109,7 +110,12 @@ pub(crate) fn outgoing(
 ) -> Request<RequestBody> {
     let body = Limited::new(body, max_body as usize);
     crate::headers::frame_for(&mut parts.headers, &body);
-    Request::from_parts(parts, body)
+    Request::from_parts(parts, Either::Left(body))
+}
+
+/// A request as keyward sends it on with a body it has read: `Content-Length` framing.
+pub(crate) fn outgoing_bytes(parts: http::request::Parts, body: Bytes) -> Request<RequestBody> {
+    Request::from_parts(parts, Either::Right(Full::new(body)))
 }
 
 /// The upstream's response as the next hop gets it: hop-by-hop headers and the upstream's
@@ -227,7 +233,12 @@ impl Backend {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let slot = Some((self.clone(), sender));
-                    return Ok(response.map(|inner| UpstreamBody { inner, slot }));
+                    return Ok(response.map(|inner| UpstreamBody {
+                        inner,
+                        slot,
+                        rewrite: None,
+                        ended: false,
+                    }));
                 }
                 Err(mut err) => match err.take_message() {
                     // Not written: a reused connection closed under us. Try another.
@@ -322,12 +333,21 @@ async fn sweep(pool: Weak<Backend>) {
 pub struct UpstreamBody {
     inner: Incoming,
     slot: Option<(Arc<Backend>, SendRequest<RequestBody>)>,
+    /// An SSE stream rewritten for a client with grants.
+    rewrite: Option<Box<crate::mcp::filter::Sse>>,
+    ended: bool,
 }
 
 impl UpstreamBody {
     /// A body whose connection is managed elsewhere.
     pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, slot: None }
+        Self { inner, slot: None, rewrite: None, ended: false }
+    }
+
+    /// The same stream, each event passed through `rewrite`.
+    pub(crate) fn rewritten(mut self, rewrite: crate::mcp::filter::Sse) -> Self {
+        self.rewrite = Some(Box::new(rewrite));
+        self
     }
 
     fn release(&mut self) {
@@ -339,25 +359,53 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            self.release();
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            let this = &mut *self;
+            let Some(rewrite) = this.rewrite.as_mut() else {
+                if frame.is_none() {
+                    this.release();
+                }
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            };
+            match frame {
+                None => {
+                    let rest = rewrite.end();
+                    this.release();
+                    this.ended = true;
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => match rewrite.data(data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Err(err) => return Poll::Ready(Some(Err(err.into()))),
+                    },
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+            }
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || (self.rewrite.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.rewrite {
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::Either;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
 use crate::auth::{Authenticator, Client, Denial, Scheme, TokenDenial};
@@ -25,6 +25,7 @@ use crate::error::{self, Challenges, InvalidChallenge, ProxyError};
 use crate::exchange::Exchange;
 use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
+use crate::mcp::{self, session::Sessions};
 use crate::metrics::{Listener, Metrics};
 use crate::server::Peer;
 use crate::telemetry;
@@ -48,6 +49,7 @@ pub(crate) struct Ingress {
     metadata: Option<Arc<ProtectedResource>>,
     /// `ingress.resource_metadata` is set: discovery is someone else's, and is forwarded.
     external_metadata: bool,
+    sessions: Arc<Sessions>,
     trusted_proxies: TrustedProxies,
     max_header_bytes: usize,
     max_body_bytes: u64,
@@ -59,6 +61,7 @@ impl Ingress {
     pub(crate) fn new(
         config: &IngressConfig,
         auth: Arc<Authenticator>,
+        sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, InvalidChallenge> {
         let challenges = match (&config.resource_metadata, &config.oauth, auth.tokens()) {
@@ -84,6 +87,7 @@ impl Ingress {
             max_header_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
             external_metadata: config.resource_metadata.is_some(),
+            sessions,
             metrics,
         })
     }
@@ -240,6 +244,7 @@ impl Ingress {
                 );
                 self.refusal(denial)
             })?;
+        let authenticated_grants = authenticated.grants().clone();
         let client = authenticated.client;
         peer.authenticated();
         span.record("keyward.client", &*client.id);
@@ -271,17 +276,147 @@ impl Ingress {
             }
         }
 
-        // 7. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
+        // 7. A session id is the client's own: unwrap it, or the session is unknown to it.
+        if let Some(presented) = parts.headers.get(MCP_SESSION_ID) {
+            let Some(id) = self
+                .sessions
+                .unwrap(&client.id, presented.as_bytes())
+                .and_then(|id| HeaderValue::from_bytes(id).ok())
+            else {
+                return Ok((session_not_found(), Some(client)));
+            };
+            parts.headers.insert(MCP_SESSION_ID, id);
+        }
+
+        // 8. The MCP messages of a client with grants are read and checked (see `mcp`); so is
+        //    every body that comes with `Mcp-Method` or `Mcp-Name`.
+        let grants = authenticated_grants;
+        let inspect = parts.method == Method::POST
+            && (grants.restricts()
+                || parts.headers.contains_key(mcp::MCP_METHOD)
+                || parts.headers.contains_key(mcp::MCP_NAME));
+        let mut answers = None;
+        let body = if inspect {
+            let bytes = read_body(body, self.max_body_bytes).await?;
+            let mut decision = mcp::decide(&parts.headers, bytes, &grants);
+            if let mcp::Decision::Denied(denied, inner) = decision {
+                for (kind, name) in denied {
+                    self.metrics.record_grant_denial(client.index, kind.label(), &name);
+                    tracing::info!(
+                        target: "keyward::audit",
+                        decision = "deny",
+                        client = %client.id,
+                        reason = kind.label(),
+                        name = %name,
+                        path = parts.uri.path(),
+                        peer = %addr,
+                    );
+                }
+                decision = *inner;
+            }
+            match decision {
+                mcp::Decision::Answer { status, body } => {
+                    return Ok((jsonrpc_answer(status, body), Some(client)));
+                }
+                mcp::Decision::Forward { body, answers: wanted } => {
+                    answers = (!wanted.is_empty()).then_some(wanted);
+                    Either::Right(body)
+                }
+                mcp::Decision::Denied(..) => unreachable!("a denial wraps one decision"),
+            }
+        } else {
+            Either::Left(body)
+        };
+
+        // 9. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
         parts.uri = origin_form(&parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, self.backend_host.clone());
         telemetry::propagate(span, &mut parts.headers);
-        let request = forward::outgoing(parts, body, self.max_body_bytes);
+        let request = match body {
+            Either::Left(body) => forward::outgoing(parts, body, self.max_body_bytes),
+            Either::Right(bytes) => forward::outgoing_bytes(parts, bytes),
+        };
         let head = request.method() == Method::HEAD;
         let mut response = self.backend.send(request, self.backend_timeout).await?;
         forward::response_hygiene(&mut response, head)?;
-        Ok((response.map(Either::Left), Some(client)))
+        if let Some(id) = response.headers().get(MCP_SESSION_ID) {
+            let wrapped =
+                self.sessions.wrap(&client.id, id.as_bytes()).ok_or(ProxyError::NotReady)?;
+            response.headers_mut().insert(MCP_SESSION_ID, wrapped);
+        }
+        let response = match answers {
+            Some(answers) => self.rewrite(response, answers).await?,
+            None => response.map(Either::Left),
+        };
+        Ok((response, Some(client)))
     }
+
+    /// The backend's answer to a client with grants: list results filtered, keyward's errors
+    /// for denied calls of a batch added. JSON is read whole; SSE is rewritten as it streams.
+    async fn rewrite(
+        &self,
+        response: Response<forward::UpstreamBody>,
+        answers: mcp::filter::Answers,
+    ) -> Result<Response<Body>, ProxyError> {
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let essence = content_type.map(|t| t.split(';').next().unwrap_or_default().trim());
+        match essence {
+            Some("text/event-stream") => {
+                let max_event = self.max_body_bytes as usize;
+                Ok(response.map(|body| Either::Left(body.rewritten(answers.sse(max_event)))))
+            }
+            Some("application/json") => {
+                let (parts, body) = response.into_parts();
+                let limited = http_body_util::Limited::new(body, self.max_body_bytes as usize);
+                let bytes = limited
+                    .collect()
+                    .await
+                    .map_err(|_| ProxyError::UpstreamUnavailable)?
+                    .to_bytes();
+                let body = answers.json(&bytes).unwrap_or(bytes);
+                Ok(Response::from_parts(parts, Either::Right(Full::new(body))))
+            }
+            _ => Ok(response.map(Either::Left)),
+        }
+    }
+}
+
+/// `Mcp-Session-Id`.
+const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+
+/// A body read whole, up to `max` bytes (413 above).
+async fn read_body(body: Incoming, max: u64) -> Result<bytes::Bytes, ProxyError> {
+    match http_body_util::Limited::new(body, max as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        Err(_) => Err(ProxyError::BadRequest),
+    }
+}
+
+/// keyward's own JSON-RPC answer (none: 202 Accepted).
+fn jsonrpc_answer(status: StatusCode, body: Option<serde_json::Value>) -> Response<Body> {
+    let bytes = body.map(|b| bytes::Bytes::from(b.to_string())).unwrap_or_default();
+    let mut response = Response::new(Either::Right(Full::new(bytes)));
+    *response.status_mut() = status;
+    if status != StatusCode::ACCEPTED {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    response
+}
+
+/// 404 for a session this client was not given (the spec's answer for an unknown session).
+fn session_not_found() -> Response<Body> {
+    error::json_message(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        "no such session for this client",
+    )
 }
 
 /// The paths OAuth clients probe for metadata (RFC 8414, RFC 9728, OpenID discovery), with or

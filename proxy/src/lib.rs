@@ -16,6 +16,7 @@ pub(crate) mod exchange;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod ingress;
+pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub mod process;
 pub mod secrets;

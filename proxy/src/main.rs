@@ -62,6 +62,9 @@ fn main() -> ExitCode {
             for warning in warnings(&config) {
                 eprintln!("keyward: warning: {warning}");
             }
+            for notice in notices(&config) {
+                eprintln!("keyward: notice: {notice}");
+            }
             ExitCode::SUCCESS
         }
         Command::HashKey => unreachable!("handled before the configuration is read"),
@@ -90,6 +93,33 @@ fn warnings(config: &Config) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// What is valid and intended more often than not, but worth saying.
+fn notices(config: &Config) -> Vec<String> {
+    let mut notices: Vec<String> = config
+        .ingress
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.tools.is_none())
+        .map(|(i, c)| {
+            format!(
+                "ingress.clients[{i}] ({}) may list and call every tool; set tools = [...] to \
+                 restrict it",
+                c.id
+            )
+        })
+        .collect();
+    if config.ingress.session_secret.is_none() {
+        notices.push(
+            "ingress.session_secret is not set: MCP sessions are bound to their client by a \
+             key of this process only, so a session does not survive a restart or move to \
+             another replica"
+                .to_owned(),
+        );
+    }
+    notices
 }
 
 /// What the configuration will do, with secret names and never values.

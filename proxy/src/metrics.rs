@@ -78,6 +78,10 @@ pub struct Metrics {
     auth_failures: [AtomicU64; Denial::COUNT],
     /// Secret loads that completed, and loads where the source failed.
     refreshes: [AtomicU64; 2],
+    /// Names (exact, from the grants) that label MCP denials; any other is `other`.
+    grant_names: std::collections::HashSet<String>,
+    /// MCP calls refused by grants: by client row, kind and name label.
+    grant_denials: std::sync::Mutex<std::collections::BTreeMap<(usize, &'static str, String), u64>>,
 }
 
 impl Default for Metrics {
@@ -100,7 +104,24 @@ impl Metrics {
             upstream_errors: Default::default(),
             auth_failures: Default::default(),
             refreshes: Default::default(),
+            grant_names: Default::default(),
+            grant_denials: Default::default(),
         }
+    }
+
+    /// Names granted exactly (no `*`) in the configuration: the only names MCP denials are
+    /// labelled with (a name a client sends is not configuration, and becomes `other`).
+    pub fn with_grant_names(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.grant_names = names.into_iter().collect();
+        self
+    }
+
+    /// Counts one MCP call refused by `client`'s grants.
+    pub fn record_grant_denial(&self, client: usize, kind: &'static str, name: &str) {
+        let row = client.min(self.clients.len() - 1);
+        let name = if self.grant_names.contains(name) { name } else { "other" };
+        let mut denials = self.grant_denials.lock().unwrap_or_else(|p| p.into_inner());
+        *denials.entry((row, kind, name.to_owned())).or_default() += 1;
     }
 
     /// Counts one ingress response; `client` is the configured client's index.
@@ -200,6 +221,22 @@ impl Metrics {
             let (reason, n) = (denial.reason(), count.load(Ordering::Relaxed));
             let _ = writeln!(out, "keyward_auth_failures_total{{reason=\"{reason}\"}} {n}");
         }
+        help(
+            &mut out,
+            "keyward_mcp_denials_total",
+            "counter",
+            "MCP calls refused by a client's grants, by client, kind and name.",
+        );
+        let denials = self.grant_denials.lock().unwrap_or_else(|p| p.into_inner());
+        for ((row, kind, name), n) in denials.iter() {
+            let client = &self.clients[*row];
+            let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "keyward_mcp_denials_total{{client=\"{client}\",kind=\"{kind}\",name=\"{name}\"}} {n}"
+            );
+        }
+        drop(denials);
         help(&mut out, "keyward_secret_refreshes_total", "counter", "Secret loads, by result.");
         for (result, count) in ["success", "failure"].iter().zip(&self.refreshes) {
             let n = count.load(Ordering::Relaxed);

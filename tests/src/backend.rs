@@ -40,7 +40,9 @@ pub struct Seen {
 /// Paths (matched by their last segment, so a base path may precede them): `/sse` streams
 /// events sent through the handle from [`TestBackend::next_stream`]; `/slow` answers after two
 /// seconds; `/redirect` answers 302 to another host; `/close` answers with `Connection: close`
-/// and closes the connection; every other path records the request and answers `{"ok":true}`.
+/// and closes the connection; `/session` answers with `Mcp-Session-Id: backend-session-1`;
+/// `/tools` answers a JSON-RPC `tools/list` result (three tools) for the request's `id`; every
+/// other path records the request and answers `{"ok":true}`.
 #[derive(Debug)]
 pub struct TestBackend {
     /// Where it listens.
@@ -139,7 +141,7 @@ async fn answer(
         uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         version: format!("{:?}", parts.version),
         headers: parts.headers.clone(),
-        body,
+        body: body.clone(),
     });
     let last = parts.uri.path().rsplit('/').next().unwrap_or_default();
     match last {
@@ -162,6 +164,21 @@ async fn answer(
             response.headers_mut().insert("connection", "close".parse().unwrap());
             response
         }
+        "session" => {
+            let mut response = json(StatusCode::OK, "{\"ok\":true}");
+            response.headers_mut().insert("mcp-session-id", "backend-session-1".parse().unwrap());
+            response
+        }
+        "tools" => {
+            let id = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("id").cloned())
+                .unwrap_or_default();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(http_body_util::Either::Left(Full::new(Bytes::from(tools_list(&id)))))
+                .unwrap()
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(2)).await;
             json(StatusCode::OK, "{\"ok\":true}")
@@ -174,6 +191,17 @@ async fn answer(
             response
         }
     }
+}
+
+/// A `tools/list` result for `id`: `get_activity_by_date`, `get_sleep_by_date`,
+/// `get_activity_records`, with a `nextCursor`.
+pub fn tools_list(id: &serde_json::Value) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+        {"name": "get_activity_by_date", "inputSchema": {"type": "object"}},
+        {"name": "get_sleep_by_date", "inputSchema": {"type": "object"}},
+        {"name": "get_activity_records", "inputSchema": {"type": "object"}}],
+        "nextCursor": "page-2"}})
+    .to_string()
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Reply> {

@@ -23,7 +23,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 pub use limiter::FailureLimiter;
 pub use token::{TokenDenial, Tokens, Verified};
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, Grants};
 use crate::headers::X_API_KEY;
 use crate::secrets::Snapshot;
 
@@ -115,12 +115,15 @@ pub struct Client {
     pub header: HeaderValue,
     /// Position in the configuration (a metrics label index).
     pub index: usize,
+    /// What it may reach.
+    pub grants: Arc<Grants>,
 }
 
 impl Client {
     fn new(config: &ClientConfig, position: usize) -> Self {
         let header = HeaderValue::from_str(&config.id).expect("client ids are validated");
-        Client { id: config.id.as_str().into(), header, index: position }
+        let grants = Arc::new(config.grants());
+        Client { id: config.id.as_str().into(), header, index: position, grants }
     }
 }
 
@@ -302,6 +305,13 @@ pub struct Authenticated {
     pub scheme: Scheme,
     /// For a token: its issuer and key id.
     pub token: Option<Verified>,
+}
+
+impl Authenticated {
+    /// What the request may reach: its client's grants, widened by its token's scopes.
+    pub fn grants(&self) -> &Arc<Grants> {
+        self.token.as_ref().and_then(|t| t.grants.as_ref()).unwrap_or(&self.client.grants)
+    }
 }
 
 /// Decides who a request comes from.
@@ -519,11 +529,7 @@ mod tests {
     fn clients() -> Vec<ClientConfig> {
         ["alpha", "beta"]
             .iter()
-            .map(|id| ClientConfig {
-                id: (*id).into(),
-                secret: Some(format!("{id}-key")),
-                token_ids: Vec::new(),
-            })
+            .map(|id| ClientConfig::with_key(*id, format!("{id}-key")))
             .collect()
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde::Deserialize;
 
-use super::{check_secret_name, duration, invalid, url, ConfigError, OAuthConfig};
+use super::{check_secret_name, duration, invalid, url, ConfigError, Glob, Grants, OAuthConfig};
 
 /// `[ingress]`.
 #[derive(Debug, Deserialize)]
@@ -30,6 +30,9 @@ pub struct IngressConfig {
     pub tls: Option<TlsConfig>,
     /// Bearer tokens: keyward as an OAuth resource server.
     pub oauth: Option<OAuthConfig>,
+    /// The secret holding the key that binds MCP sessions to their client (shared by every
+    /// replica); a random key per process when absent.
+    pub session_secret: Option<String>,
     /// RFC 9728 metadata URL hosted elsewhere; when set, 401s say
     /// `Bearer resource_metadata=...` with it (overriding the one `oauth` serves).
     #[serde(default, deserialize_with = "typed::metadata")]
@@ -141,6 +144,35 @@ pub struct ClientConfig {
     /// The agent ids (a token's `azp`, `appid`, `client_id` or `sub`) that are this client.
     #[serde(default)]
     pub token_ids: Vec<String>,
+    /// Tools this client may list and call (names, `*` globs); every tool when absent.
+    pub tools: Option<Vec<Glob>>,
+    /// Resources (URIs, `*` globs) this client may list and read; every one when absent.
+    pub resources: Option<Vec<Glob>>,
+    /// Prompts this client may list and get; every prompt when absent.
+    pub prompts: Option<Vec<Glob>>,
+}
+
+impl ClientConfig {
+    /// A client with a key and no other setting.
+    pub fn with_key(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: Some(secret.into()),
+            token_ids: Vec::new(),
+            tools: None,
+            resources: None,
+            prompts: None,
+        }
+    }
+
+    /// What it may reach.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            tools: self.tools.clone(),
+            resources: self.resources.clone(),
+            prompts: self.prompts.clone(),
+        }
+    }
 }
 
 /// `[ingress.tls]`.
@@ -221,6 +253,15 @@ impl IngressConfig {
                         format!("is also a token id of ingress.clients[{first}]; an agent is one client"),
                     ));
                 }
+            }
+        }
+        if let Some(name) = &ingress.session_secret {
+            check_secret_name("ingress.session_secret", name)?;
+            if secrets.contains(name.as_str()) {
+                return Err(invalid(
+                    "ingress.session_secret",
+                    "is also a client key; the session key must be its own secret",
+                ));
             }
         }
         if let Some(oauth) = &ingress.oauth {

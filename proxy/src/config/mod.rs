@@ -11,6 +11,7 @@ use http::Uri;
 use serde::Deserialize;
 
 mod egress;
+mod grants;
 mod ingress;
 mod oauth;
 mod secrets;
@@ -18,6 +19,7 @@ mod telemetry;
 pub mod url;
 
 pub use egress::{EgressConfig, RouteConfig, StaticValue};
+pub use grants::{Glob, Grants, Kind, ScopeGrant};
 pub use ingress::{ClientConfig, IngressConfig, Origin, ResourceMetadata, TlsConfig};
 pub use oauth::{IssuerConfig, OAuthConfig};
 pub use secrets::{CredentialKind, KeyVaultConfig, SecretSource, SecretsConfig};
@@ -156,6 +158,7 @@ impl Config {
     /// Every secret name the configuration refers to; readiness waits for all of them.
     pub fn referenced_secrets(&self) -> Vec<String> {
         let clients = self.ingress.clients.iter().filter_map(|c| c.secret.clone());
+        let clients = clients.chain(self.ingress.session_secret.clone());
         let routes = self.egress.iter().flat_map(|e| e.routes.iter().map(|r| r.secret.clone()));
         let mut names: Vec<String> = clients.chain(routes).collect();
         names.sort();

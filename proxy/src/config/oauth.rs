@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde::{Deserialize, Deserializer};
 
-use super::{duration, invalid, url, ConfigError};
+use super::{duration, invalid, url, ConfigError, ScopeGrant};
 use crate::auth::token::Alg;
 
 /// `[ingress.oauth]`.
@@ -38,6 +38,9 @@ pub struct OAuthConfig {
     /// The authorization servers whose tokens are accepted.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+    /// What a token's scopes or roles grant beyond its client's grants.
+    #[serde(default)]
+    pub scope_grants: Vec<ScopeGrant>,
 }
 
 /// `[[ingress.oauth.issuers]]`.
@@ -90,6 +93,9 @@ impl OAuthConfig {
         }
         for (i, scope) in self.scopes.iter().enumerate() {
             check_scope(&format!("ingress.oauth.scopes[{i}]"), scope)?;
+        }
+        for (i, grant) in self.scope_grants.iter().enumerate() {
+            check_scope(&format!("ingress.oauth.scope_grants[{i}].scope"), &grant.scope)?;
         }
         if let Some(name) = &self.resource_name {
             if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 pub use jws::Alg;
 pub(crate) use keys::{run as keys_run, Fetcher, IssuerKeys};
 
-use crate::config::{IssuerConfig, OAuthConfig};
+use crate::config::{ClientConfig, Grants, IssuerConfig, OAuthConfig};
 
 /// How long a request waits for the fetch its unknown `kid` asked for.
 const REFETCH_WAIT: Duration = Duration::from_secs(2);
@@ -141,6 +141,8 @@ pub struct Verified {
     pub issuer: Arc<str>,
     /// The key that signed it.
     pub kid: String,
+    /// Its client's grants widened by its scopes' (`scope_grants`), when a scope widened them.
+    pub grants: Option<Arc<Grants>>,
 }
 
 #[derive(Debug)]
@@ -158,6 +160,9 @@ struct Issuer {
 pub struct Tokens {
     issuers: Vec<Issuer>,
     agents: HashMap<String, usize>,
+    /// Each client's grants, by position.
+    grants: Vec<Grants>,
+    scope_grants: Vec<(String, Grants)>,
     max_bytes: usize,
     /// The scopes a token lacking one is told to get (the union of every issuer's required).
     required: Vec<String>,
@@ -198,9 +203,14 @@ impl Audience {
 }
 
 impl Tokens {
-    /// The validator for `config`, with `agents` mapping token agent ids to client positions.
-    /// Each issuer's keys start empty; [`Tokens::issuer_keys`] hands them to their fetchers.
-    pub fn new(config: &OAuthConfig, agents: HashMap<String, usize>) -> Self {
+    /// The validator for `config` and `clients` (whose `token_ids` name their agents). Each
+    /// issuer's keys start empty; its fetcher (or [`Tokens::install_keys`]) loads them.
+    pub fn new(config: &OAuthConfig, clients: &[ClientConfig]) -> Self {
+        let agents = clients
+            .iter()
+            .enumerate()
+            .flat_map(|(i, client)| client.token_ids.iter().map(move |id| (id.clone(), i)))
+            .collect();
         let resource = config.resource.as_str();
         let issuers: Vec<Issuer> = config
             .issuers
@@ -220,6 +230,12 @@ impl Tokens {
         Self {
             issuers,
             agents,
+            grants: clients.iter().map(ClientConfig::grants).collect(),
+            scope_grants: config
+                .scope_grants
+                .iter()
+                .map(|g| (g.scope.clone(), g.grants()))
+                .collect(),
             max_bytes: config.max_token_bytes,
             required,
             cache: cache::Cache::default(),
@@ -339,7 +355,15 @@ impl Tokens {
         if !issuer.required_scopes.iter().all(granted) {
             return Err(TokenDenial::InsufficientScope);
         }
-        let verified = Verified { client, issuer: issuer.iss.clone(), kid: jws.kid };
+        let mut widened: Option<Grants> = None;
+        for (scope, more) in &self.scope_grants {
+            if granted(scope) {
+                let base = widened.as_ref().unwrap_or(&self.grants[client]);
+                widened = Some(base.widened(more));
+            }
+        }
+        let grants = widened.map(Arc::new);
+        let verified = Verified { client, issuer: issuer.iss.clone(), kid: jws.kid, grants };
         let from = claims.nbf.into_iter().chain(claims.iat).fold(f64::MIN, f64::max) - skew;
         let entry = cache::Entry { verified: verified.clone(), issuer: position, from, until };
         Ok((entry, verified))
@@ -401,7 +425,10 @@ mod tests {
              [[issuers]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\n{extra}"
         );
         let config: OAuthConfig = toml::from_str(&text).unwrap();
-        let tokens = Tokens::new(&config, HashMap::from([("agent-app".to_owned(), 3)]));
+        let mut clients: Vec<ClientConfig> =
+            (0..4).map(|i| ClientConfig::with_key(format!("c{i}"), format!("k{i}"))).collect();
+        clients[3].token_ids = vec!["agent-app".to_owned()];
+        let tokens = Tokens::new(&config, &clients);
         let set = serde_json::json!({"keys": [signer.jwk("k1")]}).to_string();
         tokens.issuers[0].keys.store(KeySet::parse(set.as_bytes()).unwrap());
         tokens
