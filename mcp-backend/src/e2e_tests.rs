@@ -29,6 +29,7 @@ mod stand_in;
 const KEY: &str = "stand-in-subscription-key";
 const CLIENT_ID: &str = "e2e-client";
 const PROTOCOL: &str = "2025-06-18";
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// A scratch directory, removed on drop.
 #[derive(Debug)]
@@ -65,6 +66,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
+        Self::start_with(&server::McpOptions::default()).await
+    }
+
+    /// Both backends with `options` (e.g. stateful).
+    async fn start_with(options: &server::McpOptions) -> Self {
         let scratch = Scratch::new();
         let key_file = scratch.0.join("key");
         std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
@@ -103,7 +109,7 @@ impl Rig {
         let mut stops = Vec::new();
         let mut start_backend = |base: String| {
             let api = HealthApi::new(&base).unwrap();
-            let service = server::mcp_service(api, &server::McpOptions::default());
+            let service = server::mcp_service(api, options);
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
             async move {
@@ -160,6 +166,7 @@ struct McpClient {
 struct Reply {
     status: StatusCode,
     content_type: String,
+    session_id: Option<String>,
     body: String,
 }
 
@@ -190,8 +197,11 @@ impl McpClient {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
+            let session_id =
+                response.headers().get(SESSION_HEADER).map(|v| v.to_str().unwrap().to_owned());
             let body = response.into_body().collect().await.unwrap().to_bytes();
-            Reply { status, content_type, body: String::from_utf8(body.to_vec()).unwrap() }
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            Reply { status, content_type, session_id, body }
         });
         response.await.expect("the backend answered in time")
     }
@@ -430,5 +440,93 @@ async fn http_guards_hold() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let response = http.request(get("/other")).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn stateful_mode_issues_a_session_id_and_requires_it() {
+    let rig = Rig::start_with(&server::McpOptions { stateful: true, ..Default::default() }).await;
+    let client = McpClient::new(rig.backend);
+    let version = ("mcp-protocol-version", PROTOCOL);
+    let list = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {} });
+
+    let reply = client
+        .post(
+            &[version],
+            &json!({
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": PROTOCOL,
+                    "capabilities": {},
+                    "clientInfo": { "name": "e2e", "version": "1.0" },
+                },
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let session = reply.session_id.expect("initialize issues a session id");
+    assert!(!session.is_empty());
+    assert!(reply.body.contains(r#""serverInfo""#), "{}", reply.body);
+
+    // Without the id, or with one the backend never issued, nothing past initialize is served.
+    let reply = client.post(&[version], &list).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    let reply = client.post(&[version, (SESSION_HEADER, "not-a-session")], &list).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+
+    let with_session = [version, (SESSION_HEADER, session.as_str())];
+    let reply = client
+        .post(&with_session, &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let reply = client.post(&with_session, &list).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.content_type.starts_with("text/event-stream"), "{}", reply.content_type);
+    let answer: Value = reply
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .find_map(|data| serde_json::from_str(data.trim()).ok())
+        .unwrap_or_else(|| panic!("no JSON-RPC message in {}", reply.body));
+    assert_eq!(answer["result"]["tools"].as_array().map(Vec::len), Some(12), "{answer}");
+
+    // GET opens the session's own SSE stream; it needs the id too.
+    let http: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = |method: http::Method, session: Option<&str>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", rig.backend, server::MCP_PATH))
+            .header(header::ACCEPT, "text/event-stream")
+            .header(version.0, version.1);
+        if let Some(session) = session {
+            request = request.header(SESSION_HEADER, session);
+        }
+        request.body(Full::new(Bytes::new())).unwrap()
+    };
+    let send = |request| {
+        let response = http.request(request);
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(20), response)
+                .await
+                .expect("the backend answered in time")
+                .unwrap()
+        }
+    };
+    let stream = send(request(http::Method::GET, Some(&session))).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let content_type = stream.headers().get(header::CONTENT_TYPE).unwrap().to_str().unwrap();
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    drop(stream);
+    let response = send(request(http::Method::GET, None)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // DELETE ends the session; the id is then unknown.
+    let response = send(request(http::Method::DELETE, Some(&session))).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let reply = client.post(&with_session, &list).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
     rig.stop().await;
 }

@@ -1,5 +1,5 @@
 //! mcp-backend: the MCP server that sits behind keyward, serving twelve read-only health tools
-//! over stateless Streamable HTTP at `/mcp`.
+//! over Streamable HTTP at `/mcp`: stateless by default, with in-memory sessions on `--stateful`.
 //!
 //! It holds no secret and must never send a credential: it reaches the health-data API through
 //! keyward's egress, which adds the upstream's key. This file is CLI and wiring only.
@@ -40,6 +40,11 @@ struct Cli {
     #[arg(long, env = "MCP_BACKEND_JSON_RESPONSE")]
     json_response: bool,
 
+    /// Issue an `Mcp-Session-Id` on `initialize` and require it afterwards (GET opens the
+    /// session's SSE stream, DELETE ends it); sessions live in this process's memory.
+    #[arg(long, env = "MCP_BACKEND_STATEFUL")]
+    stateful: bool,
+
     /// Log format on stdout.
     #[arg(long, env = "MCP_BACKEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let options = server::McpOptions {
         extra_allowed_hosts: cli.allowed_hosts,
         json_response: cli.json_response,
+        stateful: cli.stateful,
     };
     let service = server::mcp_service(api.clone(), &options);
     let listener = tokio::net::TcpListener::bind(cli.listen)

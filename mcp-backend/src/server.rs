@@ -1,4 +1,5 @@
-//! HTTP serving: rmcp's stateless Streamable HTTP service mounted at `/mcp` on hyper-util.
+//! HTTP serving: rmcp's Streamable HTTP service mounted at `/mcp` on hyper-util, stateless by
+//! default or, on request, with rmcp's in-memory sessions.
 //!
 //! This file must not relax rmcp's `Host` check: keyward rewrites `Host` to this backend's
 //! loopback address, and anything else reaching the port is a DNS-rebinding attempt.
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
@@ -27,29 +29,65 @@ pub(crate) const MCP_PATH: &str = "/mcp";
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-type McpService = StreamableHttpService<HealthTools, NeverSessionManager>;
+/// The MCP endpoint in one of its two modes; rmcp types them apart by their session manager.
+#[derive(Clone)]
+pub(crate) enum McpService {
+    /// No session ids, a fresh handler per request (the default).
+    Stateless(StreamableHttpService<HealthTools, NeverSessionManager>),
+    /// `initialize` opens a session (`Mcp-Session-Id`); GET streams it, DELETE ends it.
+    Stateful(StreamableHttpService<HealthTools, LocalSessionManager>),
+}
+
+impl McpService {
+    async fn handle(&self, request: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        match self {
+            Self::Stateless(service) => service.handle(request).await,
+            Self::Stateful(service) => service.handle(request).await,
+        }
+    }
+
+    /// Ends open SSE responses and, when stateful, every session.
+    fn cancel(&self) {
+        match self {
+            Self::Stateless(service) => service.config.cancellation_token.cancel(),
+            Self::Stateful(service) => service.config.cancellation_token.cancel(),
+        }
+    }
+}
 
 /// Settings for the MCP endpoint.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct McpOptions {
     /// Extra `Host` values to accept on top of rmcp's loopback defaults.
     pub(crate) extra_allowed_hosts: Vec<String>,
-    /// Answer plain request/response calls with `application/json` instead of SSE.
+    /// Answer plain request/response calls with `application/json` instead of SSE (rmcp
+    /// applies it to stateless requests only; session streams are always SSE).
     pub(crate) json_response: bool,
+    /// Keep sessions in memory (rmcp's legacy session mode) instead of serving statelessly.
+    pub(crate) stateful: bool,
 }
 
-/// Builds the stateless MCP service: no session ids, a fresh handler per request.
+/// Builds the MCP service: stateless unless `options.stateful`.
 pub(crate) fn mcp_service(api: HealthApi, options: &McpOptions) -> McpService {
     let mut config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
+        .with_legacy_session_mode(options.stateful)
         .with_json_response(options.json_response);
     // Extend, never replace: the loopback defaults are what keyward's rewritten Host matches.
     config.allowed_hosts.extend(options.extra_allowed_hosts.iter().cloned());
-    StreamableHttpService::new(
-        HealthTools::factory(api),
-        Arc::new(NeverSessionManager::default()),
-        config,
-    )
+    let factory = HealthTools::factory(api);
+    if options.stateful {
+        McpService::Stateful(StreamableHttpService::new(
+            factory,
+            Arc::new(LocalSessionManager::default()),
+            config,
+        ))
+    } else {
+        McpService::Stateless(StreamableHttpService::new(
+            factory,
+            Arc::new(NeverSessionManager::default()),
+            config,
+        ))
+    }
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then drains for a bounded time.
@@ -90,7 +128,7 @@ pub(crate) async fn serve(
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
     // Ends open SSE responses, so the drain does not wait on keep-alive pings.
-    service.config.cancellation_token.cancel();
+    service.cancel();
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timed out; closing remaining connections");
     }

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from pod_config import OAuth, keyward_config, resource_url
+from pod_config import Client, OAuth, keyward_config, resource_url
 from pod_process import (
     ROOT,
     START_TIMEOUT,
@@ -64,7 +64,7 @@ from pod_state import (
 
 # The public face: what the modules beside this one define, and the CLI.
 __all__ = [
-    "APIM_SECRET", "CLIENT_ID", "CLIENT_SECRET", "Child", "DEFAULT_STATE", "DEMO_DATE",
+    "APIM_SECRET", "CLIENT_ID", "CLIENT_SECRET", "Child", "Client", "DEFAULT_STATE", "DEMO_DATE",
     "FIXED_PORTS", "OAuth", "Pod", "PodError", "ROOT", "SECRET_NAMES", "START_TIMEOUT",
     "STOP_TIMEOUT", "Sidecar", "State", "_child_env", "_json_line", "_log_event",
     "_private_dir", "_write_private", "bin_dir", "demo_session", "describe", "free_port",

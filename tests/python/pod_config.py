@@ -1,6 +1,8 @@
 """The keyward.toml a pod runs with: its listeners, the client, the egress route to the
 stand-in, and the secrets from the state directory or the Key Vault fake; with `oauth`, bearer
-tokens from one issuer beside the API key, and the clients known by their tokens."""
+tokens from one issuer beside the API key, and the clients known by their tokens; with
+`clients`, more API-key clients and what each may reach; with `session_secret`, the secret that
+binds MCP sessions to their client."""
 
 from __future__ import annotations
 
@@ -26,6 +28,20 @@ class OAuth:
     required_scopes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Client:
+    """One more API-key client, `[[ingress.clients]]` after the pod's own: its id, the secret
+    holding its key (the pod makes it when missing) and its grants, each a tuple of names (URIs
+    for resources) and `*` globs; None (the default) leaves the key out, so every one of that
+    kind is granted, and () grants none."""
+
+    id: str
+    secret: str
+    tools: tuple[str, ...] | None = None
+    resources: tuple[str, ...] | None = None
+    prompts: tuple[str, ...] | None = None
+
+
 def _q(value) -> str:
     """A TOML basic string (JSON's escapes are TOML's)."""
     return json.dumps(str(value))
@@ -33,6 +49,18 @@ def _q(value) -> str:
 
 def _list(values) -> str:
     return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def client_config(client: Client) -> str:
+    """One `[[ingress.clients]]` table with a key and its grants."""
+    grants = "".join(
+        f"{kind} = {_list(values)}\n"
+        for kind, values in (
+            ("tools", client.tools), ("resources", client.resources), ("prompts", client.prompts)
+        )
+        if values is not None
+    )
+    return f"[[ingress.clients]]\nid = {_q(client.id)}\nsecret = {_q(client.secret)}\n{grants}\n"
 
 
 def resource_url(ingress: str) -> str:
@@ -73,6 +101,8 @@ def keyward_config(
     state: State,
     vault: dict | None = None,
     oauth: OAuth | None = None,
+    clients: tuple[Client, ...] = (),
+    session_secret: str | None = None,
 ) -> str:
     def q(value) -> str:
         """A TOML basic string (JSON's escapes are TOML's)."""
@@ -89,17 +119,19 @@ def keyward_config(
             'credential = "managed_identity"\n'
             'refresh_interval = "5s"\n'
         )
+    session = f"session_secret = {q(session_secret)}\n" if session_secret else ""
+    more_clients = "".join(client_config(client) for client in clients)
     return f"""# Written by tests/python/pod.py for the local pod: names and places, no secret values.
 [ingress]
 listen = {q(ingress)}
 backend = {q("http://" + backend)}
 shutdown_grace = "2s"
-
+{session}
 [[ingress.clients]]
 id = "{CLIENT_ID}"
 secret = "{CLIENT_SECRET}"
 
-{oauth_config(oauth, ingress=ingress) if oauth else ""}[egress]
+{more_clients}{oauth_config(oauth, ingress=ingress) if oauth else ""}[egress]
 listen = {q(egress)}
 
 [[egress.routes]]

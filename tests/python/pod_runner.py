@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pod_config import OAuth, keyward_config
+from pod_config import Client, OAuth, keyward_config
 from pod_process import (
     ROOT,
     START_TIMEOUT,
@@ -42,6 +42,10 @@ class Pod:
     which can then forward to `backend_addr`).
     oauth: bearer tokens from one issuer beside the API key (pod_config.OAuth); the ingress
     port is then picked in advance, since the resource URL names it.
+    clients: more API-key clients, each with its own key and grants (pod_config.Client).
+    session_secret: the name of the secret (made when missing) that binds MCP sessions to
+    their client, `ingress.session_secret`; keyward draws a key per process without it.
+    backend_flags: more mcp-backend arguments (`--stateful`, `--json-response`).
     """
 
     def __init__(
@@ -53,6 +57,9 @@ class Pod:
         ingress_backend: str | None = None,
         bins: Path | None = None,
         oauth: OAuth | None = None,
+        clients: tuple[Client, ...] = (),
+        session_secret: str | None = None,
+        backend_flags: tuple[str, ...] = (),
     ):
         if ports not in ("auto", "fixed"):
             raise ValueError("ports is 'auto' or 'fixed'")
@@ -61,6 +68,9 @@ class Pod:
         self.keyvault = keyvault
         self.ingress_backend = ingress_backend
         self.oauth = oauth
+        self.clients = tuple(clients)
+        self.session_secret = session_secret
+        self.backend_flags = tuple(backend_flags)
         self.bins = bins or bin_dir()
         self.children: dict[str, Child] = {}
         self.ingress = self.egress = self.admin = None
@@ -82,11 +92,18 @@ class Pod:
     def admin_url(self) -> str:
         return f"http://{self.admin}"
 
-    def client_key(self) -> str:
-        return self.state.secret(CLIENT_SECRET)
+    def client_key(self, client: Client | None = None) -> str:
+        """The pod's own client's key, or that of one of `clients`."""
+        return self.state.secret(client.secret if client else CLIENT_SECRET)
+
+    def _extra_secrets(self) -> list[str]:
+        names = [client.secret for client in self.clients]
+        if self.session_secret:
+            names.append(self.session_secret)
+        return names
 
     def secret_values(self) -> list[str]:
-        return self.state.secret_values()
+        return self.state.secret_values() + [self.state.secret(n) for n in self._extra_secrets()]
 
     def logs(self, *names: str) -> dict[str, str]:
         """Each child's stdout and stderr so far, by name."""
@@ -132,7 +149,7 @@ class Pod:
     def _start_once(self, timeout: float) -> Pod:
         for name in ("health-api", "keyward", "mcp-backend") + (("fake-azure",) * self.keyvault):
             self._binary(name)
-        self.made_secrets = self.state.ensure()
+        self.made_secrets = self.state.ensure(self._extra_secrets())
         with contextlib.suppress(FileNotFoundError):
             self.state.record.unlink()
 
@@ -190,6 +207,8 @@ class Pod:
                 state=self.state,
                 vault=self.vault,
                 oauth=self.oauth,
+                clients=self.clients,
+                session_secret=self.session_secret,
             )
         )
         keyward = self._spawn(
@@ -206,6 +225,7 @@ class Pod:
                 self._binary("mcp-backend"),
                 "--listen", self.backend_addr,
                 "--health-api", f"http://{self.egress}/health/",
+                *self.backend_flags,
             ],
         )
         self.backend_addr = backend.wait_line(_log_event("mcp-backend listening"), timeout)["addr"]
@@ -254,19 +274,37 @@ class Sidecar(Pod):
 
         with Sidecar(state_dir, backend="127.0.0.1:3001") as keyward:
             keyward.mcp_url, keyward.client_key()
+
+    With `secrets_from` (another pod's State) it reads that pod's secrets directory instead of
+    making its own: a second replica of the same deployment. `clients` and `session_secret` are
+    the Pod's.
     """
 
-    def __init__(self, state_dir: Path | str, *, backend: str, bins: Path | None = None):
-        super().__init__(state_dir, ports="auto", ingress_backend=backend, bins=bins)
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        backend: str,
+        bins: Path | None = None,
+        clients: tuple[Client, ...] = (),
+        session_secret: str | None = None,
+        secrets_from: State | None = None,
+    ):
+        super().__init__(
+            state_dir, ports="auto", ingress_backend=backend, bins=bins, clients=clients,
+            session_secret=session_secret,
+        )
+        if secrets_from is not None:
+            self.state = State(self.state.dir, shared_secrets=secrets_from.secrets_dir)
         self.backend_addr = backend
 
     def _start_once(self, timeout: float) -> Pod:
-        self.made_secrets = self.state.ensure()
+        self.made_secrets = self.state.ensure(self._extra_secrets())
         self.state.config.write_text(
             keyward_config(
                 ingress="127.0.0.1:0", egress="127.0.0.1:0", admin="127.0.0.1:0",
                 backend=self.ingress_backend, upstream=f"127.0.0.1:{free_port()}",
-                state=self.state,
+                state=self.state, clients=self.clients, session_secret=self.session_secret,
             )
         )
         keyward = self._spawn(

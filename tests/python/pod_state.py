@@ -8,6 +8,7 @@ import base64
 import contextlib
 import os
 import secrets as secrets_mod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +41,15 @@ def new_key() -> str:
 
 @dataclass(frozen=True)
 class State:
-    """The pod's private state directory."""
+    """The pod's private state directory; with `shared_secrets`, another one's secrets
+    directory instead of its own (a second keyward of the same deployment)."""
 
     dir: Path
+    shared_secrets: Path | None = None
 
     @property
     def secrets_dir(self) -> Path:
-        return self.dir / "secrets"
+        return self.shared_secrets or self.dir / "secrets"
 
     @property
     def logs_dir(self) -> Path:
@@ -67,13 +70,14 @@ class State:
     def secret_file(self, name: str) -> Path:
         return self.secrets_dir / name
 
-    def ensure(self) -> bool:
-        """Creates the directories and any missing secret; returns whether a secret was made."""
+    def ensure(self, extra: Iterable[str] = ()) -> bool:
+        """Creates the directories and any missing secret (SECRET_NAMES and the `extra` ones);
+        returns whether a secret was made."""
         _private_dir(self.dir)
         _private_dir(self.secrets_dir)
         _private_dir(self.logs_dir)
         made = False
-        for name in SECRET_NAMES:
+        for name in (*SECRET_NAMES, *extra):
             file = self.secret_file(name)
             if not file.exists() or not file.read_text().strip():
                 _write_private(file, new_key() + "\n")

@@ -1,8 +1,8 @@
 """A recording HTTP hop on 127.0.0.1:0 for keyward's ingress to forward to.
 
-It records every request's method, path and headers (names and values, in order, repeats
-kept), then forwards the request to `target` (the real mcp-backend) and returns its answer, so
-a whole MCP session works through it. Without a target it answers 200 `{"recorded": true}`.
+It records every request's method, path, headers (names and values, in order, repeats
+kept) and body, then forwards the request to `target` (the real mcp-backend) and returns its
+answer, so a whole MCP session works through it. Without a target it answers 200 `{"recorded": true}`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class Recorded:
     method: str
     path: str
     headers: list[tuple[str, str]]
+    body: bytes = b""
 
     def values(self, name: str) -> list[str]:
         return [v for n, v in self.headers if n.lower() == name.lower()]
@@ -61,7 +62,7 @@ class RecordingBackend:
                 body = self._body()
                 with recorder._lock:
                     recorder.requests.append(
-                        Recorded(self.command, self.path, list(self.headers.items()))
+                        Recorded(self.command, self.path, list(self.headers.items()), body)
                     )
                 if recorder.target is None:
                     self._reply(200, [("Content-Type", "application/json")], b'{"recorded":true}')

@@ -483,7 +483,10 @@ async def _notifications(url: str, headers: dict[str, str]) -> dict:
         simulated = await next_log(" - SessionId ", 8)
         await session.call_tool("toggle-simulated-logging", {})
         out["simulated level"] = simulated.level
-        out["simulated data"] = str(simulated.data).replace(session_id, "<session>")
+        # The client holds keyward's <id>.<mac>; the server names its own id.
+        out["simulated data"] = str(simulated.data).replace(
+            session_id.rpartition(".")[0] or session_id, "<session>"
+        )
         await session.unsubscribe_resource(AnyUrl(uri))
     return out
 
