@@ -130,6 +130,7 @@ impl App {
                 egress_config,
                 egress_config.max_header_bytes.unwrap_or(ingress_config.max_header_bytes),
                 egress_config.max_body_bytes.unwrap_or(ingress_config.max_body_bytes),
+                redactor.clone(),
                 metrics.clone(),
             )?)),
             None => None,
@@ -137,6 +138,7 @@ impl App {
 
         // What is derived from the secrets, rebuilt from each snapshot before it is published.
         let sessions = Arc::new(Sessions::new(ingress_config.session_secret.clone()));
+        let redactor_for_ingress = redactor.clone();
         let mut consumers: Vec<Arc<dyn Consumer>> = vec![redactor, auth.clone(), sessions.clone()];
         consumers.extend(egress.iter().map(|egress| egress.clone() as Arc<dyn Consumer>));
         let store = secret_pipeline(&config, consumers, &metrics, &mut background, &shutdown)?;
@@ -196,7 +198,8 @@ impl App {
             }
             _ => (Vec::new(), None),
         };
-        let ingress = Ingress::new(ingress_config, auth, sessions, metrics.clone())?;
+        let ingress =
+            Ingress::new(ingress_config, auth, sessions, redactor_for_ingress, metrics.clone())?;
         let ingress_limits = ConnLimits {
             unauthenticated_timeout: Some(ingress_config.unauthenticated_timeout()),
             ..limits

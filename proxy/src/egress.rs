@@ -25,6 +25,7 @@ use crate::exchange::Exchange;
 use crate::forward::{self, Upstream};
 use crate::headers;
 use crate::metrics::{Listener, Metrics};
+use crate::safety::{KnownSecrets, Net, Place};
 use crate::secrets::Snapshot;
 use crate::telemetry;
 use crate::trust::{self, TrustError};
@@ -36,6 +37,8 @@ struct Route {
     /// Position in the configuration (a metrics label index).
     position: usize,
     prefix: String,
+    /// The prefix, for the safety net's reports.
+    name: Arc<str>,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -57,6 +60,7 @@ pub struct Egress {
     client: Upstream<HttpsConnector<HttpConnector>>,
     max_header_bytes: usize,
     max_body_bytes: u64,
+    net: Net,
     metrics: Arc<Metrics>,
 }
 
@@ -66,6 +70,7 @@ impl Egress {
         config: &EgressConfig,
         max_header_bytes: usize,
         max_body_bytes: u64,
+        known: Arc<KnownSecrets>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, TrustError> {
         let mut routes: Vec<Route> = config
@@ -75,6 +80,7 @@ impl Egress {
             .map(|(position, route)| Route {
                 position,
                 prefix: route.prefix.clone(),
+                name: route.prefix.as_str().into(),
                 scheme: route.upstream.scheme().clone(),
                 host: route.upstream.host_header().clone(),
                 authority: route.upstream.authority().clone(),
@@ -89,6 +95,7 @@ impl Egress {
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         let tls = trust::client_config(config.extra_ca.as_deref())?;
         Ok(Self {
+            net: Net::new(known, config.safety_net),
             credentials: Arc::new(ArcSwap::from_pointee(vec![None; routes.len()])),
             routes: routes.into(),
             client: Upstream::https(tls.clone()),
@@ -179,10 +186,37 @@ impl Egress {
             ProxyError::NotReady
         })?;
 
-        // 3. Hop-by-hop and framing first, then every credential the backend set, then ours.
+        // 3. Hop-by-hop and framing first, then every credential the backend set.
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::take_framing(&mut parts.headers, false)?;
         headers::strip_credentials(&mut parts.headers);
+
+        // 4. The backend holds no secret: one in its target, headers or body is exfiltration
+        //    through a tool, refused before anything is sent. The body is read for that (up to
+        //    the limit); answers come uncompressed, so that the net can read them.
+        let body = if self.net.is_on() {
+            parts.headers.remove(header::ACCEPT_ENCODING);
+            let bytes = match http_body::Body::is_end_stream(&body) {
+                true => bytes::Bytes::new(),
+                false => forward::read_body(body, self.max_body_bytes).await?,
+            };
+            let hits = self.net.request_hits(&parts, &bytes);
+            if !hits.is_empty() {
+                for hit in &hits {
+                    self.metrics.record_leak(Listener::Egress, &hit.secret);
+                    tracing::warn!(target: "keyward::audit", decision = "deny",
+                        reason = "secret_in_request", secret = &*hit.secret,
+                        route = route.prefix.as_str(),
+                        "the backend's request carried a known secret value; not sent");
+                }
+                return Err(ProxyError::SecretInRequest);
+            }
+            Either::Right(bytes)
+        } else {
+            Either::Left(body)
+        };
+
+        // 5. Then ours.
         parts.headers.remove(&route.header);
         for (name, value) in &route.static_headers {
             parts.headers.insert(name.clone(), value.clone());
@@ -191,7 +225,7 @@ impl Egress {
         parts.headers.insert(header::HOST, route.host.clone());
         telemetry::propagate(span, &mut parts.headers);
 
-        // 4. The upstream URL: the route's base, the rest of the path, the query as sent.
+        // 6. The upstream URL: the route's base, the rest of the path, the query as sent.
         let mut target = String::with_capacity(route.base_path.len() + rest.len() + 64);
         target.push_str(&route.base_path);
         target.push_str(rest);
@@ -208,11 +242,19 @@ impl Egress {
         // The connector negotiates h2 or HTTP/1.1 by ALPN; it needs a neutral version.
         parts.version = Version::HTTP_11;
 
-        let request = forward::outgoing(parts, body, self.max_body_bytes);
+        let request = match body {
+            Either::Left(body) => forward::outgoing(parts, body, self.max_body_bytes),
+            Either::Right(bytes) => forward::outgoing_bytes(parts, bytes),
+        };
         let head = request.method() == Method::HEAD;
         let mut response = self.client.send(request, route.timeout).await?;
         forward::response_hygiene(&mut response, head)?;
-        Ok((response.map(Either::Left), index))
+        let place = Place {
+            listener: Listener::Egress,
+            name: route.name.clone(),
+            metrics: self.metrics.clone(),
+        };
+        Ok((self.net.response(response, place, head).await?, index))
     }
 }
 

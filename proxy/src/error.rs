@@ -62,6 +62,15 @@ pub enum ProxyError {
     /// No usable credential is loaded; keyward refuses until one is.
     #[error("no client key is loaded")]
     NotReady,
+    /// A compressed answer the safety net cannot read.
+    #[error("unscannable response")]
+    Unscannable,
+    /// An answer carrying a known secret, refused (safety net in block mode).
+    #[error("secret in response")]
+    SecretInResponse,
+    /// A request to an upstream carrying a known secret (exfiltration through a tool).
+    #[error("secret in request")]
+    SecretInRequest,
     /// The upstream did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
@@ -94,6 +103,9 @@ impl ProxyError {
                 (StatusCode::NOT_IMPLEMENTED, "unsupported_transfer_coding")
             }
             ProxyError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ProxyError::Unscannable => (StatusCode::BAD_GATEWAY, "unscannable_response"),
+            ProxyError::SecretInResponse => (StatusCode::BAD_GATEWAY, "secret_in_response"),
+            ProxyError::SecretInRequest => (StatusCode::FORBIDDEN, "secret_in_request"),
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ProxyError::UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
         }
@@ -123,6 +135,11 @@ impl ProxyError {
             ProxyError::BadRequest => "the request is malformed",
             ProxyError::UnsupportedCoding => "only the chunked transfer coding is supported",
             ProxyError::NotReady => "the server is starting or cannot load its keys; retry later",
+            ProxyError::Unscannable => {
+                "the upstream answered with a compressed body, which cannot be checked"
+            }
+            ProxyError::SecretInResponse => "the upstream's answer carried a credential",
+            ProxyError::SecretInRequest => "the request carried a credential and was not sent",
             ProxyError::UpstreamTimeout => "the upstream server did not answer in time",
             ProxyError::UpstreamUnavailable => "the upstream server could not be reached",
         }

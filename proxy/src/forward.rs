@@ -113,6 +113,18 @@ pub(crate) fn outgoing(
     Request::from_parts(parts, Either::Left(body))
 }
 
+/// A body read whole, up to `max` bytes (413 above).
+pub(crate) async fn read_body(body: Incoming, max: u64) -> Result<Bytes, ProxyError> {
+    use http_body_util::BodyExt;
+    match Limited::new(body, max as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        Err(_) => Err(ProxyError::BadRequest),
+    }
+}
+
 /// A request as keyward sends it on with a body it has read: `Content-Length` framing.
 pub(crate) fn outgoing_bytes(parts: http::request::Parts, body: Bytes) -> Request<RequestBody> {
     Request::from_parts(parts, Either::Right(Full::new(body)))
@@ -236,7 +248,7 @@ impl Backend {
                     return Ok(response.map(|inner| UpstreamBody {
                         inner,
                         slot,
-                        rewrite: None,
+                        rewrites: Vec::new(),
                         ended: false,
                     }));
                 }
@@ -333,20 +345,53 @@ async fn sweep(pool: Weak<Backend>) {
 pub struct UpstreamBody {
     inner: Incoming,
     slot: Option<(Arc<Backend>, SendRequest<RequestBody>)>,
-    /// An SSE stream rewritten for a client with grants.
-    rewrite: Option<Box<crate::mcp::filter::Sse>>,
+    /// What the stream passes through on its way (a grants filter, the safety net), in order.
+    rewrites: Vec<Box<dyn Rewrite>>,
     ended: bool,
+}
+
+/// An error a rewrite ends a stream with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A change to a streamed body, frame by frame: what to send for each chunk, and at the end.
+pub(crate) trait Rewrite: Send + std::fmt::Debug {
+    /// What to send for `chunk` (possibly nothing yet).
+    fn data(&mut self, chunk: Bytes) -> Result<Bytes, BoxError>;
+    /// What is left to send at the end of the stream.
+    fn end(&mut self) -> Result<Bytes, BoxError>;
+}
+
+/// `chunk` through each of `rewrites` in turn.
+fn through(rewrites: &mut [Box<dyn Rewrite>], mut chunk: Bytes) -> Result<Bytes, BoxError> {
+    for rewrite in rewrites {
+        if chunk.is_empty() {
+            break;
+        }
+        chunk = rewrite.data(chunk)?;
+    }
+    Ok(chunk)
+}
+
+/// What each of `rewrites` has left at the end, passed through the ones after it.
+fn finish(rewrites: &mut [Box<dyn Rewrite>]) -> Result<Bytes, BoxError> {
+    let mut out = bytes::BytesMut::new();
+    for i in 0..rewrites.len() {
+        let (head, tail) = rewrites.split_at_mut(i + 1);
+        let rest = head[i].end()?;
+        out.extend_from_slice(&through(tail, rest)?);
+    }
+    Ok(out.freeze())
 }
 
 impl UpstreamBody {
     /// A body whose connection is managed elsewhere.
     pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, slot: None, rewrite: None, ended: false }
+        Self { inner, slot: None, rewrites: Vec::new(), ended: false }
     }
 
-    /// The same stream, each event passed through `rewrite`.
-    pub(crate) fn rewritten(mut self, rewrite: crate::mcp::filter::Sse) -> Self {
-        self.rewrite = Some(Box::new(rewrite));
+    /// The same stream, passed through `rewrite` after the rewrites it already has.
+    pub(crate) fn rewritten(mut self, rewrite: impl Rewrite + 'static) -> Self {
+        self.rewrites.push(Box::new(rewrite));
         self
     }
 
@@ -371,25 +416,32 @@ impl Body for UpstreamBody {
             }
             let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
             let this = &mut *self;
-            let Some(rewrite) = this.rewrite.as_mut() else {
+            if this.rewrites.is_empty() {
                 if frame.is_none() {
                     this.release();
                 }
                 return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-            };
+            }
             match frame {
                 None => {
-                    let rest = rewrite.end();
+                    let rest = finish(&mut this.rewrites);
                     this.release();
                     this.ended = true;
-                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                    return Poll::Ready(match rest {
+                        Ok(rest) if rest.is_empty() => None,
+                        Ok(rest) => Some(Ok(Frame::data(rest))),
+                        Err(err) => Some(Err(err)),
+                    });
                 }
                 Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match rewrite.data(data) {
+                    Ok(data) => match through(&mut this.rewrites, data) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                        Err(err) => return Poll::Ready(Some(Err(err.into()))),
+                        Err(err) => {
+                            this.ended = true;
+                            return Poll::Ready(Some(Err(err)));
+                        }
                     },
                     Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                 },
@@ -398,13 +450,14 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || (self.rewrite.is_none() && self.inner.is_end_stream())
+        self.ended || (self.rewrites.is_empty() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.rewrite {
-            Some(_) => SizeHint::default(),
-            None => self.inner.size_hint(),
+        if self.rewrites.is_empty() {
+            self.inner.size_hint()
+        } else {
+            SizeHint::default()
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::mcp::{self, session::Sessions};
 use crate::metrics::{Listener, Metrics};
+use crate::safety::{KnownSecrets, Net, Place};
 use crate::server::Peer;
 use crate::telemetry;
 use crate::Body;
@@ -50,6 +51,7 @@ pub(crate) struct Ingress {
     /// `ingress.resource_metadata` is set: discovery is someone else's, and is forwarded.
     external_metadata: bool,
     sessions: Arc<Sessions>,
+    net: Net,
     trusted_proxies: TrustedProxies,
     max_header_bytes: usize,
     max_body_bytes: u64,
@@ -62,6 +64,7 @@ impl Ingress {
         config: &IngressConfig,
         auth: Arc<Authenticator>,
         sessions: Arc<Sessions>,
+        known: Arc<KnownSecrets>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, InvalidChallenge> {
         let challenges = match (&config.resource_metadata, &config.oauth, auth.tokens()) {
@@ -88,6 +91,7 @@ impl Ingress {
             max_body_bytes: config.max_body_bytes,
             external_metadata: config.resource_metadata.is_some(),
             sessions,
+            net: Net::new(known, config.safety_net),
             metrics,
         })
     }
@@ -231,6 +235,7 @@ impl Ingress {
                 self.metrics.record_auth_failure(denial);
                 let scheme = match denial {
                     Denial::Token(_) | Denial::BothSchemes => "bearer",
+                    Denial::Missing | Denial::RateLimited(_) | Denial::NoKeys => "none",
                     _ => "api_key",
                 };
                 tracing::info!(
@@ -297,7 +302,7 @@ impl Ingress {
                 || parts.headers.contains_key(mcp::MCP_NAME));
         let mut answers = None;
         let body = if inspect {
-            let bytes = read_body(body, self.max_body_bytes).await?;
+            let bytes = forward::read_body(body, self.max_body_bytes).await?;
             let mut decision = mcp::decide(&parts.headers, bytes, &grants);
             if let mcp::Decision::Denied(denied, inner) = decision {
                 for (kind, name) in denied {
@@ -328,7 +333,11 @@ impl Ingress {
             Either::Left(body)
         };
 
-        // 9. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways.
+        // 9. Forward to the backend over a pooled HTTP/1.1 connection, streaming both ways;
+        //    its answers come uncompressed, so that the safety net can read them.
+        if self.net.is_on() {
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
         parts.uri = origin_form(&parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, self.backend_host.clone());
@@ -345,9 +354,14 @@ impl Ingress {
                 self.sessions.wrap(&client.id, id.as_bytes()).ok_or(ProxyError::NotReady)?;
             response.headers_mut().insert(MCP_SESSION_ID, wrapped);
         }
+        let place = Place {
+            listener: Listener::Ingress,
+            name: client.id.clone(),
+            metrics: self.metrics.clone(),
+        };
         let response = match answers {
-            Some(answers) => self.rewrite(response, answers).await?,
-            None => response.map(Either::Left),
+            Some(answers) => self.rewrite(response, answers, place, head).await?,
+            None => self.net.response(response, place, head).await?,
         };
         Ok((response, Some(client)))
     }
@@ -358,6 +372,8 @@ impl Ingress {
         &self,
         response: Response<forward::UpstreamBody>,
         answers: mcp::filter::Answers,
+        place: Place,
+        head: bool,
     ) -> Result<Response<Body>, ProxyError> {
         let content_type =
             response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -365,37 +381,29 @@ impl Ingress {
         match essence {
             Some("text/event-stream") => {
                 let max_event = self.max_body_bytes as usize;
-                Ok(response.map(|body| Either::Left(body.rewritten(answers.sse(max_event)))))
+                let filtered = response.map(|body| body.rewritten(answers.sse(max_event)));
+                self.net.response(filtered, place, head).await
             }
             Some("application/json") => {
-                let (parts, body) = response.into_parts();
+                // The net sees the headers and the coding first; the body is read whole.
+                let (mut parts, body) = response.into_parts();
+                self.net.check_head(&mut parts, &place, head)?;
                 let limited = http_body_util::Limited::new(body, self.max_body_bytes as usize);
                 let bytes = limited
                     .collect()
                     .await
                     .map_err(|_| ProxyError::UpstreamUnavailable)?
                     .to_bytes();
-                let body = answers.json(&bytes).unwrap_or(bytes);
+                let body = self.net.bytes(answers.json(&bytes).unwrap_or(bytes), &place)?;
                 Ok(Response::from_parts(parts, Either::Right(Full::new(body))))
             }
-            _ => Ok(response.map(Either::Left)),
+            _ => self.net.response(response, place, head).await,
         }
     }
 }
 
 /// `Mcp-Session-Id`.
 const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
-
-/// A body read whole, up to `max` bytes (413 above).
-async fn read_body(body: Incoming, max: u64) -> Result<bytes::Bytes, ProxyError> {
-    match http_body_util::Limited::new(body, max as usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ProxyError::BodyTooLarge)
-        }
-        Err(_) => Err(ProxyError::BadRequest),
-    }
-}
 
 /// keyward's own JSON-RPC answer (none: 202 Accepted).
 fn jsonrpc_answer(status: StatusCode, body: Option<serde_json::Value>) -> Response<Body> {

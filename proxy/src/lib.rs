@@ -19,6 +19,7 @@ pub(crate) mod ingress;
 pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub mod process;
+pub mod safety;
 pub mod secrets;
 pub(crate) mod server;
 pub mod telemetry;

@@ -10,6 +10,12 @@ use keyward::config::{self, Config};
 use keyward::telemetry::redact::Redactor;
 use std::sync::Arc;
 
+/// Every heap block is zeroed when it is freed: what held a key (a header map, a body
+/// buffer, the safety net's automaton) leaves nothing behind for a later allocation to read.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 /// keyward keeps every credential of an MCP server out of the MCP server: it checks each
 /// client's X-Api-Key in constant time, strips client credentials, tells the backend who the
 /// client is, and streams MCP (SSE included) both ways.
@@ -91,6 +97,21 @@ fn warnings(config: &Config) -> Vec<String> {
                 dir.display()
             ));
         }
+    }
+    let off = keyward::safety::Mode::Off;
+    if config.ingress.safety_net == off {
+        warnings.push(
+            "ingress.safety_net = \"off\": responses to clients are not checked for \
+            secret values"
+                .to_owned(),
+        );
+    }
+    if config.egress.as_ref().is_some_and(|e| e.safety_net == off) {
+        warnings.push(
+            "egress.safety_net = \"off\": upstream answers and the backend's requests \
+            are not checked for secret values"
+                .to_owned(),
+        );
     }
     warnings
 }

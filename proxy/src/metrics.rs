@@ -29,6 +29,13 @@ pub enum Listener {
 
 const LISTENERS: [&str; 2] = ["ingress", "egress"];
 
+impl Listener {
+    /// `ingress` or `egress`.
+    pub fn label(self) -> &'static str {
+        LISTENERS[self as usize]
+    }
+}
+
 #[derive(Debug, Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -80,6 +87,9 @@ pub struct Metrics {
     refreshes: [AtomicU64; 2],
     /// Names (exact, from the grants) that label MCP denials; any other is `other`.
     grant_names: std::collections::HashSet<String>,
+    /// Responses (or egress requests) in which the safety net found a secret: by listener and
+    /// secret name.
+    leaks: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
     /// MCP calls refused by grants: by client row, kind and name label.
     grant_denials: std::sync::Mutex<std::collections::BTreeMap<(usize, &'static str, String), u64>>,
 }
@@ -106,6 +116,7 @@ impl Metrics {
             refreshes: Default::default(),
             grant_names: Default::default(),
             grant_denials: Default::default(),
+            leaks: Default::default(),
         }
     }
 
@@ -114,6 +125,12 @@ impl Metrics {
     pub fn with_grant_names(mut self, names: impl IntoIterator<Item = String>) -> Self {
         self.grant_names = names.into_iter().collect();
         self
+    }
+
+    /// Counts one occurrence of the secret `name` stopped by the safety net on `listener`.
+    pub fn record_leak(&self, listener: Listener, name: &str) {
+        let mut leaks = self.leaks.lock().unwrap_or_else(|p| p.into_inner());
+        *leaks.entry((listener.label(), name.to_owned())).or_default() += 1;
     }
 
     /// Counts one MCP call refused by `client`'s grants.
@@ -237,6 +254,20 @@ impl Metrics {
             );
         }
         drop(denials);
+        help(
+            &mut out,
+            "keyward_secret_leaks_blocked_total",
+            "counter",
+            "Known secret values the safety net stopped, by listener and secret name.",
+        );
+        let leaks = self.leaks.lock().unwrap_or_else(|p| p.into_inner());
+        for ((listener, secret), n) in leaks.iter() {
+            let _ = writeln!(
+                out,
+                "keyward_secret_leaks_blocked_total{{listener=\"{listener}\",secret=\"{secret}\"}} {n}"
+            );
+        }
+        drop(leaks);
         help(&mut out, "keyward_secret_refreshes_total", "counter", "Secret loads, by result.");
         for (result, count) in ["success", "failure"].iter().zip(&self.refreshes) {
             let n = count.load(Ordering::Relaxed);

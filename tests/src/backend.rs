@@ -41,6 +41,9 @@ pub struct Seen {
 /// events sent through the handle from [`TestBackend::next_stream`]; `/slow` answers after two
 /// seconds; `/redirect` answers 302 to another host; `/close` answers with `Connection: close`
 /// and closes the connection; `/session` answers with `Mcp-Session-Id: backend-session-1`;
+/// `/echo` answers with the request's headers and body, as an httpbin-style debug endpoint
+/// does (a credential it was sent comes back in the body);
+/// `/gzip` answers with `Content-Encoding: gzip` (a body no proxy can read without decoding);
 /// `/tools` answers a JSON-RPC `tools/list` result (three tools) for the request's `id`; every
 /// other path records the request and answers `{"ok":true}`.
 #[derive(Debug)]
@@ -164,6 +167,26 @@ async fn answer(
             response.headers_mut().insert("connection", "close".parse().unwrap());
             response
         }
+        "echo" => {
+            let headers: serde_json::Map<String, serde_json::Value> = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect();
+            let echoed = serde_json::json!({
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(http_body_util::Either::Left(Full::new(Bytes::from(echoed.to_string()))))
+                .unwrap()
+        }
+        "gzip" => Response::builder()
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(http_body_util::Either::Left(Full::new(Bytes::from_static(b"\x1f\x8b\x08\0gz"))))
+            .unwrap(),
         "session" => {
             let mut response = json(StatusCode::OK, "{\"ok\":true}");
             response.headers_mut().insert("mcp-session-id", "backend-session-1".parse().unwrap());

@@ -175,6 +175,8 @@ impl Canary {
         })
         .await;
         assert!(up, "never served:\n{}", keyward.output().replace(CLIENT, "<CLIENT>"));
+        // Ready: the identity provider's keys are loaded too.
+        assert!(keyward.wait_ready(Duration::from_secs(15)).await, "never ready");
 
         let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
         let near_miss = CLIENT.replace('8', "9");

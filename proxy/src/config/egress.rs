@@ -35,6 +35,9 @@ pub struct EgressConfig {
     /// The allow-listed routes.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// What a known secret in an upstream's answer (or the backend's request) meets.
+    #[serde(default)]
+    pub safety_net: crate::safety::Mode,
 }
 
 /// `[[egress.routes]]`.

@@ -28,6 +28,9 @@ pub struct IngressConfig {
     pub clients: Vec<ClientConfig>,
     /// TLS termination; plain HTTP (and h2c) when absent.
     pub tls: Option<TlsConfig>,
+    /// What a known secret in a response to a client meets.
+    #[serde(default)]
+    pub safety_net: crate::safety::Mode,
     /// Bearer tokens: keyward as an OAuth resource server.
     pub oauth: Option<OAuthConfig>,
     /// The secret holding the key that binds MCP sessions to their client (shared by every

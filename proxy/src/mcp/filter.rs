@@ -87,6 +87,16 @@ impl Answers {
 #[error("an SSE event exceeded {0} bytes")]
 pub(crate) struct EventTooLarge(pub(crate) usize);
 
+impl crate::forward::Rewrite for Sse {
+    fn data(&mut self, chunk: Bytes) -> Result<Bytes, crate::forward::BoxError> {
+        Sse::data(self, chunk).map_err(Into::into)
+    }
+
+    fn end(&mut self) -> Result<Bytes, crate::forward::BoxError> {
+        Ok(Sse::end(self))
+    }
+}
+
 /// Rewrites an SSE stream chunk by chunk.
 #[derive(Debug)]
 pub(crate) struct Sse {

@@ -75,6 +75,11 @@ impl Snapshot {
         self.secrets.values()
     }
 
+    /// Every loaded secret, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Versions)> {
+        self.secrets.iter().map(|(name, versions)| (name.as_str(), versions))
+    }
+
     /// Names that are referenced but could not be loaded, sorted.
     pub fn missing(&self) -> &[String] {
         &self.missing

@@ -1,0 +1,480 @@
+//! The safety net: no known secret value reaches a client, or the backend from an upstream, in
+//! any encoding [`patterns`] knows, and none leaves by way of a backend's request to an
+//! upstream. A last resort behind the first defences (secrets by type, credentials stripped).
+//!
+//! - Responses (egress to the backend, ingress to clients) are scanned as they stream, frame by
+//!   frame: all but the end that could begin a match is passed on at once, so at most the
+//!   longest pattern's length less one byte is ever held back, and an SSE event's own end
+//!   (`\n\n`) is never held. Header values are scanned too.
+//! - On a hit, `redact` (the default) replaces each occurrence with `[REDACTED]` (the body's
+//!   length changes, so it goes out chunked or as h2 DATA, never with the upstream's
+//!   `Content-Length`); `block` stops the response: before its headers, a 502; after, the
+//!   stream is cut (HTTP/1.1 closes the connection, h2 resets the stream), an SSE stream first
+//!   getting a last JSON-RPC error event at an event boundary.
+//! - Compressed bodies cannot be scanned: keyward removes `Accept-Encoding` on the way to the
+//!   backend and upstreams, and an answer that is compressed all the same is a 502.
+//! - Each hit is counted (`keyward_secret_leaks_blocked_total{listener,secret}`, the name only)
+//!   and audited at WARN with the secret's name and the route or client, never with the text
+//!   around it.
+
+pub mod patterns;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+use crate::metrics::{Listener, Metrics};
+use crate::secrets::Snapshot;
+pub use patterns::{Hit, Patterns};
+
+/// What replaces an occurrence.
+pub const REDACTED: &[u8] = b"[REDACTED]";
+
+/// What happens on a hit (`ingress.safety_net`, `egress.safety_net`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Replace each occurrence with `[REDACTED]`.
+    #[default]
+    Redact,
+    /// Stop the response.
+    Block,
+    /// Do not scan (for measuring the net's cost; `check-config` warns).
+    Off,
+}
+
+/// The current snapshot's patterns, rebuilt on every snapshot; shared by the log redactor and
+/// every listener.
+#[derive(Debug)]
+pub struct KnownSecrets {
+    patterns: ArcSwap<Patterns>,
+}
+
+impl Default for KnownSecrets {
+    fn default() -> Self {
+        Self { patterns: ArcSwap::from_pointee(Patterns::empty()) }
+    }
+}
+
+impl crate::secrets::Consumer for KnownSecrets {
+    /// One automaton of every current and overlapping value's forms.
+    fn rebuild(&self, snapshot: &Snapshot) {
+        self.patterns.store(Arc::new(Patterns::build(snapshot)));
+    }
+}
+
+impl KnownSecrets {
+    /// The patterns now.
+    pub fn patterns(&self) -> Arc<Patterns> {
+        self.patterns.load_full()
+    }
+
+    /// `text` with every occurrence replaced; borrowed when there was none (the usual case).
+    pub fn redact<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
+        let patterns = self.patterns.load();
+        let hits = patterns.find(text);
+        if hits.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        Cow::Owned(replace(text, &hits))
+    }
+
+    /// A string with every occurrence replaced.
+    pub fn redact_str(&self, text: &str) -> String {
+        String::from_utf8_lossy(&self.redact(text.as_bytes())).into_owned()
+    }
+}
+
+/// `text` with each hit replaced by [`REDACTED`].
+fn replace(text: &[u8], hits: &[Hit]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut at = 0;
+    for hit in hits {
+        out.extend_from_slice(&text[at..hit.start]);
+        out.extend_from_slice(REDACTED);
+        at = hit.end;
+    }
+    out.extend_from_slice(&text[at..]);
+    out
+}
+
+/// Where a scan happens, for the audit event and the metric.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) listener: Listener,
+    /// The client id (ingress) or route prefix (egress).
+    pub(crate) name: Arc<str>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Place {
+    /// Counts and audits each hit, by the secret's name only.
+    pub(crate) fn report(&self, hits: &[Hit], what: &'static str, mode: Mode) {
+        for hit in hits {
+            self.metrics.record_leak(self.listener, &hit.secret);
+            let listener = self.listener.label();
+            tracing::warn!(
+                target: "keyward::audit",
+                decision = match mode { Mode::Block => "block", _ => "redact" },
+                reason = "secret_in_response",
+                listener,
+                secret = &*hit.secret,
+                place = &*self.name,
+                what,
+                "a known secret value was found in a response"
+            );
+        }
+    }
+}
+
+/// One listener's net: its mode and the shared patterns.
+#[derive(Debug, Clone)]
+pub(crate) struct Net {
+    known: Arc<KnownSecrets>,
+    mode: Mode,
+}
+
+impl Net {
+    pub(crate) fn new(known: Arc<KnownSecrets>, mode: Mode) -> Self {
+        Self { known, mode }
+    }
+
+    /// Whether it looks at all.
+    pub(crate) fn is_on(&self) -> bool {
+        self.mode != Mode::Off
+    }
+
+    /// A response on its way. Refused if compressed (it cannot be read) or, in block mode, if
+    /// a header carries a secret; header values carrying one are redacted. The body is scanned
+    /// as it goes; in block mode a body of known length up to [`BLOCK_BUFFER`] is read whole
+    /// first, so that a hit is a 502 before any byte of it is sent.
+    pub(crate) async fn response(
+        &self,
+        response: http::Response<crate::forward::UpstreamBody>,
+        place: Place,
+        head: bool,
+    ) -> Result<http::Response<crate::Body>, crate::error::ProxyError> {
+        use http_body_util::{BodyExt, Either, Full};
+        if !self.is_on() {
+            return Ok(response.map(Either::Left));
+        }
+        let (mut parts, body) = response.into_parts();
+        self.check_head(&mut parts, &place, head)?;
+        let patterns = self.known.patterns();
+        if head || patterns.is_empty() {
+            return Ok(http::Response::from_parts(parts, Either::Left(body)));
+        }
+        let sse = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        let small = http_body::Body::size_hint(&body).exact().is_some_and(|n| n <= BLOCK_BUFFER);
+        if self.mode == Mode::Block && !sse && small {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|_| crate::error::ProxyError::UpstreamUnavailable)?
+                .to_bytes();
+            let bytes = self.bytes(bytes, &place)?;
+            return Ok(http::Response::from_parts(parts, Either::Right(Full::new(bytes))));
+        }
+        let scanner = Scanner::new(patterns, self.mode, place, sse);
+        Ok(http::Response::from_parts(parts, Either::Left(body.rewritten(scanner))))
+    }
+
+    /// The parts of a response before its body: refused if its body is compressed (unless
+    /// there is no body), header values checked.
+    pub(crate) fn check_head(
+        &self,
+        parts: &mut http::response::Parts,
+        place: &Place,
+        head: bool,
+    ) -> Result<(), crate::error::ProxyError> {
+        if !self.is_on() {
+            return Ok(());
+        }
+        let coded = parts
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if coded && !head {
+            tracing::warn!(
+                listener = place.listener.label(),
+                place = &*place.name,
+                "a compressed answer cannot be checked for secrets; refused"
+            );
+            return Err(crate::error::ProxyError::Unscannable);
+        }
+        self.headers(&mut parts.headers, place)
+    }
+
+    /// A whole body keyward holds (a rewritten JSON answer): redacted, or refused in block mode.
+    pub(crate) fn bytes(
+        &self,
+        bytes: Bytes,
+        place: &Place,
+    ) -> Result<Bytes, crate::error::ProxyError> {
+        if !self.is_on() {
+            return Ok(bytes);
+        }
+        let hits = self.known.patterns().find(&bytes);
+        if hits.is_empty() {
+            return Ok(bytes);
+        }
+        place.report(&hits, "body", self.mode);
+        match self.mode {
+            Mode::Block => Err(crate::error::ProxyError::SecretInResponse),
+            _ => Ok(Bytes::from(replace(&bytes, &hits))),
+        }
+    }
+
+    /// Response header values: each one carrying a secret redacted whole, or the response
+    /// refused in block mode.
+    fn headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        place: &Place,
+    ) -> Result<(), crate::error::ProxyError> {
+        let patterns = self.known.patterns();
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let mut found = Vec::new();
+        for (name, value) in headers.iter_mut() {
+            let hits = patterns.find(value.as_bytes());
+            if !hits.is_empty() {
+                place.report(&hits, "header", self.mode);
+                found.push(name.clone());
+                *value = http::HeaderValue::from_static("[REDACTED]");
+            }
+        }
+        if !found.is_empty() && self.mode == Mode::Block {
+            return Err(crate::error::ProxyError::SecretInResponse);
+        }
+        Ok(())
+    }
+
+    /// The secrets in what the backend asks an upstream for: its target, its header values
+    /// (before keyward adds the route's credential) and its body.
+    pub(crate) fn request_hits(&self, parts: &http::request::Parts, body: &[u8]) -> Vec<Hit> {
+        if !self.is_on() {
+            return Vec::new();
+        }
+        let patterns = self.known.patterns();
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let mut hits = patterns.find(target.as_bytes());
+        for value in parts.headers.values() {
+            hits.extend(patterns.find(value.as_bytes()));
+        }
+        hits.extend(patterns.find(body));
+        hits
+    }
+}
+
+/// The largest body of known length that block mode reads whole before answering.
+pub(crate) const BLOCK_BUFFER: u64 = 1024 * 1024;
+
+/// A response stopped by the net.
+#[derive(Debug, thiserror::Error)]
+#[error("the response carried a known secret value and was stopped")]
+pub(crate) struct Stopped;
+
+/// Scans one response body as it streams.
+#[derive(Debug)]
+pub(crate) struct Scanner {
+    patterns: Arc<Patterns>,
+    mode: Mode,
+    place: Place,
+    /// An SSE stream: a block ends it with a JSON-RPC error event.
+    sse: bool,
+    carry: BytesMut,
+    stopped: bool,
+}
+
+impl Scanner {
+    pub(crate) fn new(patterns: Arc<Patterns>, mode: Mode, place: Place, sse: bool) -> Self {
+        Self { patterns, mode, place, sse, carry: BytesMut::new(), stopped: false }
+    }
+
+    /// What to send for the next chunk.
+    pub(crate) fn data(&mut self, chunk: Bytes) -> Result<Bytes, Stopped> {
+        if self.stopped {
+            return Err(Stopped);
+        }
+        let joined;
+        let buffer: &[u8] = if self.carry.is_empty() {
+            &chunk
+        } else {
+            self.carry.extend_from_slice(&chunk);
+            joined = self.carry.split().freeze();
+            &joined
+        };
+        let mut hits = self.patterns.find(buffer);
+        // A match at the very end may grow into a longer pattern: hold it until it is whole.
+        let mut hold_at = None;
+        if let Some(last) = hits.last() {
+            if self.patterns.extends(&buffer[last.start..]) {
+                hold_at = Some(last.start);
+                hits.pop();
+            }
+        }
+        if hits.is_empty() && hold_at.is_none() {
+            let hold = self.patterns.partial_suffix(buffer);
+            let send = buffer.len() - hold;
+            self.carry.extend_from_slice(&buffer[send..]);
+            return Ok(if hold == 0 && buffer.len() == chunk.len() {
+                chunk
+            } else {
+                Bytes::copy_from_slice(&buffer[..send])
+            });
+        }
+        if !hits.is_empty() {
+            self.place.report(&hits, "body", self.mode);
+            if self.mode == Mode::Block {
+                return self.stop(&buffer[..hits[0].start]);
+            }
+        }
+        let upto = hold_at.unwrap_or_else(|| {
+            let after = hits.last().map_or(0, |h| h.end);
+            buffer.len() - self.patterns.partial_suffix(&buffer[after..])
+        });
+        let out = replace(&buffer[..upto], &hits);
+        self.carry.extend_from_slice(&buffer[upto..]);
+        Ok(Bytes::from(out))
+    }
+
+    /// Stops the stream: an error, or for SSE what came before the event with the hit and a
+    /// last error event (then an error).
+    fn stop(&mut self, before: &[u8]) -> Result<Bytes, Stopped> {
+        self.stopped = true;
+        if !self.sse {
+            return Err(Stopped);
+        }
+        let boundary = before.windows(2).rposition(|w| w == b"\n\n").map_or(0, |i| i + 2);
+        let mut out = BytesMut::from(&before[..boundary]);
+        out.extend_from_slice(STOPPED_EVENT);
+        Ok(out.freeze())
+    }
+
+    /// What is held back, checked once more, at the end of the stream.
+    pub(crate) fn end(&mut self) -> Result<Bytes, Stopped> {
+        if self.stopped {
+            return Err(Stopped);
+        }
+        let rest = self.carry.split().freeze();
+        let hits = self.patterns.find(&rest);
+        if hits.is_empty() {
+            return Ok(rest);
+        }
+        self.place.report(&hits, "body", self.mode);
+        if self.mode == Mode::Block {
+            return self.stop(&rest[..hits[0].start]);
+        }
+        Ok(Bytes::from(replace(&rest, &hits)))
+    }
+}
+
+impl crate::forward::Rewrite for Scanner {
+    fn data(&mut self, chunk: Bytes) -> Result<Bytes, crate::forward::BoxError> {
+        Scanner::data(self, chunk).map_err(Into::into)
+    }
+
+    fn end(&mut self) -> Result<Bytes, crate::forward::BoxError> {
+        Scanner::end(self).map_err(Into::into)
+    }
+}
+
+/// The event an SSE stream gets before a block cuts it.
+const STOPPED_EVENT: &[u8] = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":null,\"error\":\
+{\"code\":-32603,\"message\":\"keyward stopped this response: it carried a credential\"}}\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::{Consumer, Loaded, Secret, SecretStore};
+    use std::time::{Duration, Instant};
+
+    const KEY: &str = "apim-key-5c3a1e9f7d2b4068";
+
+    fn known() -> KnownSecrets {
+        let store = SecretStore::new(vec!["apim".into()], Duration::ZERO);
+        store.apply(
+            vec![("apim".into(), Loaded::Value(Secret::from_string(KEY.into())))],
+            Instant::now(),
+        );
+        let known = KnownSecrets::default();
+        known.rebuild(&store.snapshot());
+        known
+    }
+
+    fn scanner(mode: Mode, sse: bool) -> Scanner {
+        let place =
+            Place { listener: Listener::Egress, name: "/health/".into(), metrics: Arc::default() };
+        Scanner::new(known().patterns(), mode, place, sse)
+    }
+
+    fn run(scanner: &mut Scanner, chunks: &[&[u8]]) -> Result<Vec<u8>, Stopped> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend_from_slice(&scanner.data(Bytes::copy_from_slice(chunk))?);
+        }
+        out.extend_from_slice(&scanner.end()?);
+        Ok(out)
+    }
+
+    #[test]
+    fn a_value_split_anywhere_across_frames_is_redacted() {
+        let text = format!(
+            "{{\"echo\":\"{KEY}\",\"b64\":\"{}\"}}",
+            String::from_utf8(patterns::base64(
+                KEY.as_bytes(),
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+            ))
+            .unwrap()
+        );
+        for split in 1..text.len() {
+            let (a, b) = text.as_bytes().split_at(split);
+            let out = run(&mut scanner(Mode::Redact, false), &[a, b]).unwrap();
+            assert_eq!(out, br#"{"echo":"[REDACTED]","b64":"[REDACTED]"}"#, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn clean_frames_pass_at_once_and_an_event_s_end_is_never_held() {
+        let mut scanner = scanner(Mode::Redact, true);
+        let event = Bytes::from_static(b"data: {\"ok\":true}\n\n");
+        assert_eq!(scanner.data(event.clone()).unwrap(), event);
+        // A frame ending in what could begin the key holds only that.
+        let out = scanner.data(Bytes::from_static(b"data: apim-")).unwrap();
+        assert_eq!(out, &b"data: "[..]);
+        assert_eq!(scanner.data(Bytes::from_static(b"other\n\n")).unwrap(), &b"apim-other\n\n"[..]);
+    }
+
+    #[test]
+    fn block_cuts_the_stream_and_an_sse_stream_gets_a_last_error_event() {
+        let leak = format!("data: {KEY}\n\n");
+        assert!(run(&mut scanner(Mode::Block, false), &[leak.as_bytes()]).is_err());
+        let mut sse = scanner(Mode::Block, true);
+        let first = sse.data(Bytes::from_static(b"data: one\n\n")).unwrap();
+        assert_eq!(first, &b"data: one\n\n"[..]);
+        let second = sse.data(Bytes::from(format!("data: two\n\ndata: x{KEY}\n\n"))).unwrap();
+        assert!(
+            second.starts_with(b"data: two\n\nevent: message\ndata: {\"jsonrpc\""),
+            "{second:?}"
+        );
+        assert!(!String::from_utf8_lossy(&second).contains(KEY));
+        assert!(sse.data(Bytes::from_static(b"more")).is_err());
+    }
+
+    #[test]
+    fn the_redactor_replaces_every_form() {
+        let known = known();
+        let hex: String = KEY.bytes().map(|b| format!("{b:02x}")).collect();
+        let line = format!("a {KEY} b {hex} c");
+        assert_eq!(known.redact(line.as_bytes()), &b"a [REDACTED] b [REDACTED] c"[..]);
+        assert!(matches!(known.redact(b"nothing"), Cow::Borrowed(_)));
+    }
+}
