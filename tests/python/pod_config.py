@@ -2,7 +2,9 @@
 stand-in, and the secrets from the state directory or the Key Vault fake; with `oauth`, bearer
 tokens from one issuer beside the API key, and the clients known by their tokens; with
 `clients`, more API-key clients and what each may reach; with `session_secret`, the secret that
-binds MCP sessions to their client."""
+binds MCP sessions to their client; with `ingress_safety_net`/`egress_safety_net`, what a known
+secret in a response meets on that listener ("redact", "block", "off"; keyward's default,
+redact, when None)."""
 
 from __future__ import annotations
 
@@ -103,6 +105,8 @@ def keyward_config(
     oauth: OAuth | None = None,
     clients: tuple[Client, ...] = (),
     session_secret: str | None = None,
+    ingress_safety_net: str | None = None,
+    egress_safety_net: str | None = None,
 ) -> str:
     def q(value) -> str:
         """A TOML basic string (JSON's escapes are TOML's)."""
@@ -120,20 +124,22 @@ def keyward_config(
             'refresh_interval = "5s"\n'
         )
     session = f"session_secret = {q(session_secret)}\n" if session_secret else ""
+    ingress_net = f"safety_net = {q(ingress_safety_net)}\n" if ingress_safety_net else ""
+    egress_net = f"safety_net = {q(egress_safety_net)}\n" if egress_safety_net else ""
     more_clients = "".join(client_config(client) for client in clients)
     return f"""# Written by tests/python/pod.py for the local pod: names and places, no secret values.
 [ingress]
 listen = {q(ingress)}
 backend = {q("http://" + backend)}
 shutdown_grace = "2s"
-{session}
+{session}{ingress_net}
 [[ingress.clients]]
 id = "{CLIENT_ID}"
 secret = "{CLIENT_SECRET}"
 
 {more_clients}{oauth_config(oauth, ingress=ingress) if oauth else ""}[egress]
 listen = {q(egress)}
-
+{egress_net}
 [[egress.routes]]
 prefix = "/health/"
 upstream = {q("http://" + upstream + "/biotrackr/")}

@@ -46,6 +46,11 @@ class Pod:
     session_secret: the name of the secret (made when missing) that binds MCP sessions to
     their client, `ingress.session_secret`; keyward draws a key per process without it.
     backend_flags: more mcp-backend arguments (`--stateful`, `--json-response`).
+    ingress_safety_net, egress_safety_net: `safety_net` on that listener ("redact", "block",
+    "off"); None leaves keyward's default (redact).
+    leak: the stand-in's leak mode at start (`--leak`: "echo", "base64", "split", "gzip",
+    "client-key"); None starts it with none. leak_value_secret: the name of the secret whose
+    file the stand-in leaks in its `client-key` mode (`--leak-value-file`).
     """
 
     def __init__(
@@ -60,6 +65,10 @@ class Pod:
         clients: tuple[Client, ...] = (),
         session_secret: str | None = None,
         backend_flags: tuple[str, ...] = (),
+        ingress_safety_net: str | None = None,
+        egress_safety_net: str | None = None,
+        leak: str | None = None,
+        leak_value_secret: str | None = None,
     ):
         if ports not in ("auto", "fixed"):
             raise ValueError("ports is 'auto' or 'fixed'")
@@ -71,6 +80,10 @@ class Pod:
         self.clients = tuple(clients)
         self.session_secret = session_secret
         self.backend_flags = tuple(backend_flags)
+        self.ingress_safety_net = ingress_safety_net
+        self.egress_safety_net = egress_safety_net
+        self.leak = leak
+        self.leak_value_secret = leak_value_secret
         self.bins = bins or bin_dir()
         self.children: dict[str, Child] = {}
         self.ingress = self.egress = self.admin = None
@@ -175,6 +188,12 @@ class Pod:
                 "--key-file", str(self.state.secret_file(APIM_SECRET)),
                 "--prefix", "/biotrackr/",
                 "--record", str(self.state.record),
+                *(("--leak", self.leak) if self.leak else ()),
+                *(
+                    ("--leak-value-file", str(self.state.secret_file(self.leak_value_secret)))
+                    if self.leak_value_secret
+                    else ()
+                ),
             ],
         )
         marker = "health-api listening on "
@@ -209,6 +228,8 @@ class Pod:
                 oauth=self.oauth,
                 clients=self.clients,
                 session_secret=self.session_secret,
+                ingress_safety_net=self.ingress_safety_net,
+                egress_safety_net=self.egress_safety_net,
             )
         )
         keyward = self._spawn(

@@ -7,6 +7,7 @@
 //! credential header. Bearer tokens from a fake Entra ID, good and hostile, are sentinels too,
 //! with their signatures and the provider's private key material.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -244,6 +245,7 @@ impl Canary {
             let headers = [("ocp-apim-subscription-key", "set-by-backend")];
             replies.push(send(&http, request(egress, "GET", path, &headers, "")).await);
         }
+        replies.extend(self.leaks(ingress, egress).await);
 
         rotate();
         keyward.signal("HUP");
@@ -270,6 +272,46 @@ impl Canary {
         keyward.signal("TERM");
         assert!(keyward.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
         replies
+    }
+
+    /// Answers that carried a sentinel on their way in: an upstream echoing the key keyward
+    /// added, a compressed answer, the backend sending a client key out, and an SSE event from
+    /// the backend carrying the client key (split across frames) and the APIM key in base64.
+    /// Each must have reached the net, so that `check` finding them clean means something.
+    async fn leaks(&self, ingress: SocketAddr, egress: SocketAddr) -> Vec<Reply> {
+        let http = client::http1();
+        let echo = send(&http, request(egress, "GET", "/health/echo", &[], "")).await;
+        assert_eq!(echo.status, 200);
+        let echoed: serde_json::Value = serde_json::from_slice(&echo.body).expect("JSON echo");
+        let redacted = echoed["headers"]["ocp-apim-subscription-key"] == "[REDACTED]";
+        assert!(redacted, "the echoed key was not redacted");
+        let gzip = send(&http, request(egress, "GET", "/health/gzip", &[], "")).await;
+        assert_eq!((gzip.status.as_u16(), gzip.error()), (502, "unscannable_response".into()));
+        let out = format!("/health/activity?note={CLIENT}");
+        let refused = send(&http, request(egress, "GET", &out, &[], "")).await;
+        assert_eq!((refused.status.as_u16(), refused.error()), (403, "secret_in_request".into()));
+
+        let sse = http::Request::get(format!("http://{ingress}/sse"))
+            .header("x-api-key", CLIENT)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = tokio::spawn(async move { client::streaming().request(sse).await });
+        let events = self.backend.next_stream().await;
+        let record = serde_json::json!({ "deviceToken": CLIENT, "b64": forms(APIM)[1].1 });
+        let message = serde_json::json!({"jsonrpc": "2.0", "id": 3, "result": {
+            "content": [{"type": "text", "text": record.to_string()}]}});
+        let result = format!("event: message\ndata: {message}\n\n");
+        let (a, b) = result.split_at(result.find(CLIENT).expect("the key") + CLIENT.len() / 2);
+        for frame in ["event: message\ndata: {\"n\":1}\n\n", a, b] {
+            events.send(bytes::Bytes::from(frame.to_owned())).await.expect("stream open");
+        }
+        drop(events);
+        let sse = client::collect(response.await.expect("task").expect("response")).await;
+        assert_eq!(sse.status, 200);
+        let text = sse.text();
+        assert!(text.starts_with("event: message\ndata: {\"n\":1}\n\n"), "the first event");
+        assert_eq!(text.matches("[REDACTED]").count(), 2, "both sentinels redacted");
+        vec![echo, gzip, refused, sse]
     }
 
     fn check(&self, keyward: &Keyward, replies: &[Reply]) {
@@ -337,8 +379,23 @@ impl Canary {
             output.contains("\"target\":\"keyward::audit\"")
                 && output.contains("\"reason\":\"key_in_query\"")
         );
+        // The net's catches are audited and counted, by the secret's name.
+        for reason in ["secret_in_response", "secret_in_request"] {
+            assert!(output.contains(&format!("\"reason\":\"{reason}\"")), "no {reason} audit");
+        }
         let metrics =
             replies.iter().find(|r| r.text().contains("keyward_requests_total")).expect("/metrics");
+        for (listener, secret) in [
+            ("egress", "apim-subscription-key"),
+            ("egress", "mcp-client-canary"),
+            ("ingress", "mcp-client-canary"),
+            ("ingress", "apim-subscription-key"),
+        ] {
+            let sample = format!(
+                "keyward_secret_leaks_blocked_total{{listener=\"{listener}\",secret=\"{secret}\"}} "
+            );
+            assert!(metrics.text().contains(&sample), "{sample} is not counted");
+        }
         promtool_check(&metrics.body);
     }
 }

@@ -355,7 +355,12 @@ impl Scanner {
         }
         let boundary = before.windows(2).rposition(|w| w == b"\n\n").map_or(0, |i| i + 2);
         let mut out = BytesMut::from(&before[..boundary]);
-        out.extend_from_slice(STOPPED_EVENT);
+        // The error answers the request the stopped event answered, so that the client's call
+        // ends at once (a null id would be no answer at all).
+        let id = event_id(&before[boundary..]).unwrap_or(b"\"keyward-stopped\"");
+        out.extend_from_slice(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":");
+        out.extend_from_slice(id);
+        out.extend_from_slice(STOPPED_ERROR);
         Ok(out.freeze())
     }
 
@@ -387,9 +392,31 @@ impl crate::forward::Rewrite for Scanner {
     }
 }
 
-/// The event an SSE stream gets before a block cuts it.
-const STOPPED_EVENT: &[u8] = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":null,\"error\":\
-{\"code\":-32603,\"message\":\"keyward stopped this response: it carried a credential\"}}\n\n";
+/// The rest of the event an SSE stream gets before a block cuts it, after its id.
+const STOPPED_ERROR: &[u8] = b",\"error\":{\"code\":-32603,\"message\":\"keyward stopped this \
+response: it carried a credential\"}}\n\n";
+
+/// The JSON-RPC id of the message an event's data begins, as JSON text (a number or a
+/// string), read from the event's text so far: the first `"id":` and the token after it.
+fn event_id(event: &[u8]) -> Option<&[u8]> {
+    let at = event.windows(5).position(|w| w == b"\"id\":")? + 5;
+    let rest = &event[at..];
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let len = match rest.first()? {
+        b'"' => {
+            let mut escaped = false;
+            let end = rest[1..].iter().position(|&b| {
+                let end = b == b'"' && !escaped;
+                escaped = b == b'\\' && !escaped;
+                end
+            })?;
+            end + 2
+        }
+        b'-' | b'0'..=b'9' => rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count(),
+        _ => return None,
+    };
+    Some(&rest[..len])
+}
 
 #[cfg(test)]
 mod tests {

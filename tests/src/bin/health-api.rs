@@ -1,7 +1,9 @@
 //! health-api: a stand-in for the APIM-fronted Biotrackr health-data API, for tests on loopback.
 //!
-//! `health-api --listen 127.0.0.1:0 --key-file KEY [--record FILE] [--prefix /biotrackr/]`
-//! prints `health-api listening on ADDR` once bound. It never prints or records a key.
+//! `health-api --listen 127.0.0.1:0 --key-file KEY [--record FILE] [--prefix /biotrackr/]
+//! [--leak MODE] [--leak-value-file FILE]` prints `health-api listening on ADDR` once bound. It
+//! never prints or records a key; a leak mode (`echo`, `base64`, `split`, `gzip`,
+//! `client-key`; also set by `POST /_leak {"mode": ...}`) puts one in its answers, on purpose.
 
 mod health_api;
 
@@ -31,12 +33,22 @@ struct Cli {
     /// Path prefix the API sits under, e.g. /biotrackr/.
     #[arg(long, default_value = "")]
     prefix: String,
+
+    /// Leak mode at start: successful answers carry the subscription key (`echo`, `base64`,
+    /// `split`, `gzip`) or the value file's contents (`client-key`). `POST /_leak` changes it.
+    #[arg(long, value_enum, default_value_t = health_api::leak::Mode::None)]
+    leak: health_api::leak::Mode,
+
+    /// The value the `client-key` mode leaks (a client's key, say); re-read on every request.
+    #[arg(long)]
+    leak_value_file: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
-    let api = Arc::new(health_api::HealthApi::new(cli.key_file, &cli.prefix, cli.record)?);
+    let leaks = health_api::leak::Leaks::new(cli.leak, cli.leak_value_file)?;
+    let api = Arc::new(health_api::HealthApi::new(cli.key_file, &cli.prefix, cli.record, leaks)?);
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     println!("health-api listening on {}", listener.local_addr()?);
     let server = health_api::serve(listener, move |request| {

@@ -5,8 +5,13 @@
 //! otherwise APIM's 401. An optional record file gets one JSON line per request with header
 //! NAMES only: it must never contain a header value, since tests read it to prove what reached
 //! the upstream.
+//!
+//! Leak modes ([`leak`]) make it an upstream that hands a credential back, for the safety-net
+//! suites; none is on unless asked for.
 
 pub(crate) mod calendar;
+mod gzip;
+pub(crate) mod leak;
 pub(crate) mod payloads;
 pub(crate) mod records;
 
@@ -18,15 +23,21 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use keyward_tests::backend::ChannelBody;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
 use calendar::Day;
+use leak::Leaks;
 use records::Domain;
+
+/// An answer's body: whole, or (a `split` leak) fed frame by frame.
+pub(crate) type Body = Either<Full<Bytes>, ChannelBody>;
 
 /// The header APIM reads the subscription key from.
 pub(crate) const SUBSCRIPTION_KEY_HEADER: &str = "ocp-apim-subscription-key";
@@ -43,15 +54,17 @@ pub(crate) struct HealthApi {
     key_file: PathBuf,
     prefix: String,
     record: Option<Mutex<std::fs::File>>,
+    leaks: Leaks,
 }
 
 impl HealthApi {
     /// `prefix` like `/biotrackr/` (or empty) is stripped before routing; `record` is opened
-    /// for appending.
+    /// for appending; `leaks` is the leak mode at start and its `client-key` value's file.
     pub(crate) fn new(
         key_file: PathBuf,
         prefix: &str,
         record: Option<PathBuf>,
+        leaks: Leaks,
     ) -> std::io::Result<Self> {
         let prefix = prefix.trim_end_matches('/');
         let prefix = if prefix.is_empty() || prefix.starts_with('/') {
@@ -65,17 +78,25 @@ impl HealthApi {
             }
             None => None,
         };
-        Ok(Self { key_file, prefix, record })
+        Ok(Self { key_file, prefix, record, leaks })
     }
 
-    /// Answers one request: authenticate, route, record.
-    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
-        let (parts, _body) = request.into_parts();
+    /// Answers one request: authenticate, route (a leak mode changing a successful answer),
+    /// record. The leak control endpoint is answered apart, unrecorded.
+    pub(crate) async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        if parts.uri.path() == leak::CONTROL_PATH {
+            return self.leaks.control(&parts.method, body).await;
+        }
+        let mode = self.leaks.mode();
         let response = match self.authenticate(&parts.headers).await {
-            Ok(()) => self.route(&parts.method, &parts.uri),
-            Err(response) => response,
+            Ok(()) => match self.route(&parts.method, &parts.uri) {
+                Ok(record) => self.leaks.answer(mode, record, &parts.headers).await,
+                Err(refusal) => refusal.response().map(Either::Left),
+            },
+            Err(response) => response.map(Either::Left),
         };
-        self.record(&parts, response.status());
+        self.record(&parts, response.status(), mode);
         response
     }
 
@@ -109,40 +130,38 @@ impl HealthApi {
         }
     }
 
-    fn route(&self, method: &Method, uri: &http::Uri) -> Response<Full<Bytes>> {
+    /// The record a request asks for, or the API's refusal.
+    fn route(&self, method: &Method, uri: &http::Uri) -> Result<Value, Refusal> {
         let Some(rest) =
             uri.path().strip_prefix(self.prefix.as_str()).filter(|rest| rest.starts_with('/'))
         else {
-            return not_found();
+            return Err(Refusal::not_found());
         };
         let segments: Vec<&str> = rest[1..].split('/').collect();
         let Some(domain) = segments.first().copied().and_then(Domain::from_segment) else {
-            return not_found();
+            return Err(Refusal::not_found());
         };
         if method != Method::GET && method != Method::HEAD {
-            let mut response = apim_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
-            response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET"));
-            return response;
+            return Err(Refusal {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: "Method not allowed.".into(),
+            });
         }
-        let result: Result<Value, Refusal> = match segments[1..] {
+        match segments[1..] {
             [] => page_query(uri.query()).map(|page| records_page(domain, page)),
             [date] => by_date(domain, date),
             ["range", start, end] => {
                 page_query(uri.query()).and_then(|page| range_page(domain, start, end, page))
             }
-            _ => return not_found(),
-        };
-        match result {
-            Ok(body) => json_response(StatusCode::OK, &body),
-            Err(refusal) => apim_error(refusal.status, &refusal.message),
+            _ => Err(Refusal::not_found()),
         }
     }
 
-    fn record(&self, parts: &http::request::Parts, status: StatusCode) {
+    fn record(&self, parts: &http::request::Parts, status: StatusCode, mode: leak::Mode) {
         if let Some(file) = &self.record {
             // `keys()` yields each name once, however often it was sent.
             let names: Vec<&str> = parts.headers.keys().map(|name| name.as_str()).collect();
-            let line = json!({
+            let mut line = json!({
                 "method": parts.method.as_str(),
                 "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
                 "headers": names,
@@ -151,6 +170,9 @@ impl HealthApi {
                 "has_subscription_key": parts.headers.contains_key(SUBSCRIPTION_KEY_HEADER),
                 "status": status.as_u16(),
             });
+            if mode != leak::Mode::None {
+                line["leak"] = json!(leak::Mode::name(mode));
+            }
             let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(error) = writeln!(file, "{line}") {
                 eprintln!("health-api: cannot write the record file: {error}");
@@ -162,8 +184,8 @@ impl HealthApi {
 /// Serves `handler` on `listener` with HTTP/1 and HTTP/2, forever.
 pub(crate) async fn serve<F, Fut>(listener: TcpListener, handler: F)
 where
-    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -182,7 +204,7 @@ where
     }
 }
 
-/// A request the API turns down: status and a short message, rendered by [`apim_error`].
+/// A request the API turns down: status and a short message, rendered by [`Refusal::response`].
 #[derive(Debug)]
 struct Refusal {
     status: StatusCode,
@@ -192,6 +214,19 @@ struct Refusal {
 impl Refusal {
     fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    fn not_found() -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: "Resource not found".into() }
+    }
+
+    /// APIM's error answer; a 405 names the one method allowed.
+    fn response(&self) -> Response<Full<Bytes>> {
+        let mut response = apim_error(self.status, &self.message);
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET"));
+        }
+        response
     }
 }
 
@@ -278,7 +313,7 @@ fn paged(total: u64, page: Page, item: impl Fn(i64) -> Value) -> Value {
     })
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -291,8 +326,4 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 /// APIM's error body shape.
 fn apim_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({ "statusCode": status.as_u16(), "message": message }))
-}
-
-fn not_found() -> Response<Full<Bytes>> {
-    apim_error(StatusCode::NOT_FOUND, "Resource not found")
 }
