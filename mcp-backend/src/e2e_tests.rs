@@ -76,7 +76,13 @@ impl Rig {
         std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
         let record = scratch.0.join("record.jsonl");
         let api = Arc::new(
-            stand_in::HealthApi::new(key_file, "/biotrackr/", Some(record.clone())).unwrap(),
+            stand_in::HealthApi::new(
+                key_file,
+                "/biotrackr/",
+                Some(record.clone()),
+                stand_in::leak::Leaks::new(Default::default(), None).unwrap(),
+            )
+            .unwrap(),
         );
         let mut tasks = Vec::new();
 

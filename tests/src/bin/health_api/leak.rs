@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Either, Full, Limited};
 use hyper::body::Incoming;
-use keyward_tests::backend::ChannelBody;
 use serde_json::{json, Value};
 
 use super::{gzip, json_response, Body, SUBSCRIPTION_KEY_HEADER};
@@ -188,18 +187,42 @@ fn split(text: &str, key: &str) -> Response<Body> {
     };
     let (first, second) = text.as_bytes().split_at(at);
     let (first, second) = (Bytes::copy_from_slice(first), Bytes::copy_from_slice(second));
-    let (frames, body) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(async move {
-        if frames.send(first).await.is_ok() {
-            tokio::time::sleep(SPLIT_PAUSE).await;
-            let _ = frames.send(second).await;
-        }
-    });
-    let mut response = Response::new(Either::Right(ChannelBody::new(body)));
+    let body = Split {
+        first: Some(first),
+        pause: Box::pin(tokio::time::sleep(SPLIT_PAUSE)),
+        second: Some(second),
+    };
+    let mut response = Response::new(Either::Right(body));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     response
+}
+
+/// A body of two frames with a pause between them (each its own HTTP chunk).
+#[derive(Debug)]
+pub(crate) struct Split {
+    first: Option<Bytes>,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+    second: Option<Bytes>,
+}
+
+impl hyper::body::Body for Split {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        std::task::ready!(std::future::Future::poll(self.pause.as_mut(), cx));
+        std::task::Poll::Ready(
+            self.second.take().map(|second| Ok(hyper::body::Frame::data(second))),
+        )
+    }
 }
 
 /// Standard base64 with padding, as a debug field would carry it.

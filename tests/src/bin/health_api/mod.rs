@@ -27,7 +27,6 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use keyward_tests::backend::ChannelBody;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
@@ -37,7 +36,7 @@ use leak::Leaks;
 use records::Domain;
 
 /// An answer's body: whole, or (a `split` leak) fed frame by frame.
-pub(crate) type Body = Either<Full<Bytes>, ChannelBody>;
+pub(crate) type Body = Either<Full<Bytes>, leak::Split>;
 
 /// The header APIM reads the subscription key from.
 pub(crate) const SUBSCRIPTION_KEY_HEADER: &str = "ocp-apim-subscription-key";
