@@ -303,21 +303,18 @@ impl Ingress {
         let mut answers = None;
         let body = if inspect {
             let bytes = forward::read_body(body, self.max_body_bytes).await?;
-            let mut decision = mcp::decide(&parts.headers, bytes, &grants);
-            if let mcp::Decision::Denied(denied, inner) = decision {
-                for (kind, name) in denied {
-                    self.metrics.record_grant_denial(client.index, kind.label(), &name);
-                    tracing::info!(
-                        target: "keyward::audit",
-                        decision = "deny",
-                        client = %client.id,
-                        reason = kind.label(),
-                        name = %name,
-                        path = parts.uri.path(),
-                        peer = %addr,
-                    );
-                }
-                decision = *inner;
+            let (decision, denied) = mcp::decide(&parts.headers, bytes, &grants);
+            for (kind, name) in denied {
+                self.metrics.record_grant_denial(client.index, kind.label(), &name);
+                tracing::info!(
+                    target: "keyward::audit",
+                    decision = "deny",
+                    client = %client.id,
+                    reason = kind.label(),
+                    name = %name,
+                    path = parts.uri.path(),
+                    peer = %addr,
+                );
             }
             match decision {
                 mcp::Decision::Answer { status, body } => {
@@ -327,7 +324,6 @@ impl Ingress {
                     answers = (!wanted.is_empty()).then_some(wanted);
                     Either::Right(body)
                 }
-                mcp::Decision::Denied(..) => unreachable!("a denial wraps one decision"),
             }
         } else {
             Either::Left(body)

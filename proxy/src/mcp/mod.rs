@@ -43,26 +43,25 @@ pub(crate) enum Decision {
     Forward { body: Bytes, answers: filter::Answers },
     /// keyward answers alone: the HTTP status and the JSON-RPC body (none: 202).
     Answer { status: http::StatusCode, body: Option<Value> },
-    /// Denied calls, for the audit log and metrics: kind and name.
-    Denied(Vec<(Kind, String)>, Box<Decision>),
 }
 
-/// Decides what happens to a POST body from a client with `grants`.
-pub(crate) fn decide(headers: &HeaderMap, body: Bytes, grants: &Arc<Grants>) -> Decision {
+/// The calls a body had that its client may not make: kind and name (for the audit log and
+/// the metrics).
+pub(crate) type Denied = Vec<(Kind, String)>;
+
+/// Decides what happens to a POST body from a client with `grants`, and which of its calls
+/// were denied.
+pub(crate) fn decide(headers: &HeaderMap, body: Bytes, grants: &Arc<Grants>) -> (Decision, Denied) {
     let parsed = match message::parse(&body) {
         Ok(parsed) => parsed,
         Err(invalid) => {
-            return Decision::Answer {
-                status: http::StatusCode::BAD_REQUEST,
-                body: Some(message::error(None, invalid.code(), invalid.message())),
-            }
+            let body = Some(message::error(None, invalid.code(), invalid.message()));
+            return (Decision::Answer { status: http::StatusCode::BAD_REQUEST, body }, Vec::new());
         }
     };
     if let Some(mismatch) = header_mismatch(headers, &parsed) {
-        return Decision::Answer {
-            status: http::StatusCode::BAD_REQUEST,
-            body: Some(message::error(None, code::HEADER_MISMATCH, mismatch)),
-        };
+        let body = Some(message::error(None, code::HEADER_MISMATCH, mismatch));
+        return (Decision::Answer { status: http::StatusCode::BAD_REQUEST, body }, Vec::new());
     }
     let mut kept = Vec::with_capacity(parsed.messages.len());
     let mut errors = Vec::new();
@@ -104,11 +103,7 @@ pub(crate) fn decide(headers: &HeaderMap, body: Bytes, grants: &Arc<Grants>) -> 
         let body = Bytes::from(serde_json::to_vec(&rest).expect("JSON values serialize"));
         Decision::Forward { body, answers: filter::Answers::new(lists, grants.clone(), errors) }
     };
-    if denied.is_empty() {
-        decision
-    } else {
-        Decision::Denied(denied, Box::new(decision))
-    }
+    (decision, denied)
 }
 
 /// Whether `Mcp-Method` / `Mcp-Name`, when present, disagree with the body.
@@ -145,9 +140,8 @@ mod tests {
             "params": {"name": tool, "arguments": {}}})
     }
 
-    fn answer(decision: Decision) -> (u16, Option<Value>) {
+    fn answer((decision, _): (Decision, Denied)) -> (u16, Option<Value>) {
         match decision {
-            Decision::Denied(_, inner) => answer(*inner),
             Decision::Answer { status, body } => (status.as_u16(), body),
             Decision::Forward { .. } => panic!("forwarded"),
         }
@@ -164,22 +158,18 @@ mod tests {
         assert_eq!((body["id"].as_i64(), body["error"]["code"].as_i64()), (Some(3), Some(-32602)));
         assert_eq!(body["error"]["message"], "tool not permitted for this client");
         let allowed = Bytes::from(call(4, "get_activity_by_date").to_string());
-        assert!(
-            matches!(decide(&headers, allowed.clone(), &grants), Decision::Forward { body, .. } if body == allowed)
-        );
+        let (decision, denied) = decide(&headers, allowed.clone(), &grants);
+        assert!(denied.is_empty());
+        assert!(matches!(decision, Decision::Forward { body, .. } if body == allowed));
     }
 
     #[test]
     fn a_batch_is_checked_element_by_element() {
         let grants = grants(r#"["a"]"#);
         let batch = Value::Array(vec![call(1, "a"), call(2, "b")]);
-        let Decision::Denied(denied, inner) =
-            decide(&HeaderMap::new(), Bytes::from(batch.to_string()), &grants)
-        else {
-            panic!("not denied")
-        };
+        let (decision, denied) = decide(&HeaderMap::new(), Bytes::from(batch.to_string()), &grants);
         assert_eq!(denied, [(Kind::Tool, "b".to_owned())]);
-        let Decision::Forward { body, answers } = *inner else { panic!("nothing forwarded") };
+        let Decision::Forward { body, answers } = decision else { panic!("nothing forwarded") };
         let forwarded: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(forwarded, Value::Array(vec![call(1, "a")]));
         let merged: Value = serde_json::from_slice(
