@@ -19,6 +19,8 @@ LOAD_SECTIONS = [
     ("h1-t2", "HTTP/1.1 wrk -t2"),
     ("h2c", "h2c h2load -t1"),
 ]
+GRANT_SECTIONS = [("grant-t1", "grant wrk -t1"), ("grant-t2", "grant wrk -t2")]
+GRANT_TARGETS = ["keyward-open", "keyward-granted"]
 MIB = 1024.0
 
 
@@ -203,6 +205,8 @@ def table(paths):
           f"{fmt(added, '{:+.1f}'):>14}")
     w("")
 
+    grant_table(runs, w)
+
     w("Targets")
     checks = []
     for section, label in LOAD_SECTIONS[:2]:
@@ -225,11 +229,70 @@ def table(paths):
                     - run[("sse", "direct")]["median_us"])
     checks.append(("SSE added latency per event (median) < 1 ms", sse,
                    sse is not None and sse < 1000, f"{fmt(sse, '{:.0f}')} µs"))
+    for section, label in GRANT_SECTIONS:
+        r = grant_ratio(runs, section, "rps")
+        cost = None if r is None else 1.0 - r
+        checks.append((f"{label}: a grant costs < 10 % of tools/call req/s", cost,
+                       cost is not None and cost < 0.10, f"{fmt(cost, '{:+.1%}')}"))
     for name, value, ok, shown in checks:
         verdict = "n/a " if value is None else ("MET " if ok else "MISS")
         w(f"  [{verdict}] {name}: {shown}")
     print("\n".join(lines))
     return 0
+
+
+def grant_ratio(runs, section, metric):
+    """Median over the runs of granted / open for one metric of one grant scenario."""
+    return median_of(runs, lambda run: run[(section, "keyward-granted")][metric]
+                     / run[(section, "keyward-open")][metric])
+
+
+def grant_table(runs, w):
+    """What a grant costs: the same MCP requests from keyward's two clients, one process."""
+    if not any((s, t) in run for run in runs for s, _ in GRANT_SECTIONS for t in GRANT_TARGETS):
+        return
+    get = lambda s, t, m: (lambda run: run[(s, t)][m])
+    w("What a grant costs: the same tools/call POSTed by keyward's unrestricted client (open:")
+    w("streamed untouched) and by its client with tools = [\"get_activity_*\"] (granted: body")
+    w("read, parsed and checked); one process, wrk -c64 as above, the order swapped for -t2")
+    hdr = f"{'scenario':<18}{'client':<17}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}" \
+          f"{'errors':>8}{'CPU s/100k':>12}"
+    w(hdr)
+    w("-" * len(hdr))
+    for section, label in GRANT_SECTIONS:
+        for target in GRANT_TARGETS:
+            if not any((section, target) in run for run in runs):
+                continue
+            m = lambda metric: median_of(runs, get(section, target, metric))
+            ms = lambda metric: None if m(metric) is None else m(metric) / 1000.0
+            w(f"{label:<18}{target:<17}{fmt(m('rps')):>8}{fmt(ms('p50_us'), '{:.2f}'):>9}"
+              f"{fmt(ms('p99_us'), '{:.2f}'):>9}{fmt(ms('p99.9_us'), '{:.2f}'):>10}"
+              f"{fmt(m('errors')):>8}{fmt(m('cpu_s_per_100k'), '{:.2f}'):>12}")
+        r = {metric: grant_ratio(runs, section, metric)
+             for metric in ("rps", "p50_us", "p99_us", "p99.9_us", "cpu_s_per_100k")}
+        cost = None if r["rps"] is None else 1.0 - r["rps"]
+        w(f"{label:<18}{'granted / open':<17}{fmt(r['rps'], '{:.3f}'):>8}"
+          f"{fmt(r['p50_us'], '{:.2f}'):>9}{fmt(r['p99_us'], '{:.2f}'):>9}"
+          f"{fmt(r['p99.9_us'], '{:.2f}'):>10}{'':>8}{fmt(r['cpu_s_per_100k'], '{:.2f}'):>12}"
+          f"   (req/s cost {fmt(cost, '{:+.1%}')})")
+    w("")
+    if not any(("grant-sse", t) in run for run in runs for t in GRANT_TARGETS):
+        return
+    w("What a grant costs per SSE event (µs): POST tools/list through keyward, answered by a")
+    w("stream of JSON-RPC notifications; the granted client's stream is parsed event by event")
+    hdr = f"{'client':<18}{'events':>8}{'median':>10}{'p90':>10}{'p99':>10}"
+    w(hdr)
+    w("-" * len(hdr))
+    for target in GRANT_TARGETS:
+        m = lambda metric: median_of(runs, get("grant-sse", target, metric))
+        w(f"{target:<18}{fmt(m('events')):>8}{fmt(m('median_us'), '{:.1f}'):>10}"
+          f"{fmt(m('p90_us'), '{:.1f}'):>10}{fmt(m('p99_us'), '{:.1f}'):>10}")
+    diff = lambda metric: median_of(
+        runs, lambda run: run[("grant-sse", "keyward-granted")][metric]
+        - run[("grant-sse", "keyward-open")][metric])
+    w(f"{'granted - open':<18}{'':>8}{fmt(diff('median_us'), '{:+.1f}'):>10}"
+      f"{fmt(diff('p90_us'), '{:+.1f}'):>10}{fmt(diff('p99_us'), '{:+.1f}'):>10}")
+    w("")
 
 
 def main():

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """SSE emitter and client for the per-event latency figure (Python stdlib only).
 
-serve: an HTTP/1.1 server (keep-alive, chunked) whose every GET answers a text/event-stream
-of N events, one every MS milliseconds; each event carries the CLOCK_MONOTONIC time at which
-it was written (`data: <seq> <ns>`).
+serve: an HTTP/1.1 server (keep-alive, chunked) whose every request (GET, or POST with a
+body, which it reads and ignores) answers a text/event-stream of N events, one every MS
+milliseconds; each event carries the CLOCK_MONOTONIC time at which it was written
+(`data: <seq> <ns>`, or with `json=1` a JSON-RPC notification whose `message` is `<seq> <ns>`,
+as an MCP server's progress events would be).
 client: reads one stream (optionally through a proxy) and prints, as `RESULT` lines, the
 median, p90 and p99 of receive time minus emit time, in microseconds. Emitter and client
-run on the same host, so CLOCK_MONOTONIC is shared.
+run on the same host, so CLOCK_MONOTONIC is shared. `--post BODY` sends the request as an MCP
+client's POST of BODY (a JSON-RPC request) instead of a GET; `--json` asks for JSON events.
 """
 import argparse
 import re
@@ -37,10 +40,14 @@ def handle(conn: socket.socket) -> None:
                     return
                 buf += data
             head, buf = buf.split(b"\r\n\r\n", 1)
+            buf = skip_body(conn, head, buf)
+            if buf is None:
+                return
             target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
             query = parse_qs(urlsplit(target).query)
             count = int(query.get("n", ["100"])[0])
             interval = float(query.get("ms", ["5"])[0]) / 1000.0
+            json_events = query.get("json", ["0"])[0] == "1"
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -50,7 +57,14 @@ def handle(conn: socket.socket) -> None:
                 delay = start + seq * interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                event = f"id: {seq}\ndata: {seq} {time.monotonic_ns()}\n\n".encode()
+                if json_events:
+                    event = (
+                        f'id: {seq}\ndata: {{"jsonrpc":"2.0","method":"notifications/progress",'
+                        f'"params":{{"progressToken":"bench","progress":{seq},'
+                        f'"message":"{seq} {time.monotonic_ns()}"}}}}\n\n'
+                    ).encode()
+                else:
+                    event = f"id: {seq}\ndata: {seq} {time.monotonic_ns()}\n\n".encode()
                 conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
             conn.sendall(b"0\r\n\r\n")
     except OSError:
@@ -59,16 +73,51 @@ def handle(conn: socket.socket) -> None:
         conn.close()
 
 
+def skip_body(conn: socket.socket, head: bytes, buf: bytes) -> bytes | None:
+    """Reads past a request body (Content-Length or chunked); what follows it, None at EOF."""
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip().lower()
+    if fields.get(b"transfer-encoding") == b"chunked":
+        end = b"0\r\n\r\n"  # the bench's bodies carry no trailers
+        while end not in buf:
+            data = conn.recv(65536)
+            if not data:
+                return None
+            buf += data
+        return buf.split(end, 1)[1]
+    length = int(fields.get(b"content-length", b"0"))
+    while len(buf) < length:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buf += data
+    return buf[length:]
+
+
 EVENT = re.compile(rb"data: (\d+) (\d+)\n\n")
+JSON_EVENT = re.compile(rb'data: \{[^\n]*"message":"(\d+) (\d+)"\}\}\n\n')
 
 
-def client(port: int, path: str, key: str, count: int, ms: float, deadline: float) -> int:
+def client(port: int, path: str, key: str, count: int, ms: float, deadline: float,
+           post: str | None = None, json_events: bool = False) -> int:
     sock = socket.create_connection(("127.0.0.1", port), timeout=deadline)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    request = (
-        f"GET {path}?n={count}&ms={ms} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"X-Api-Key: {key}\r\nAccept: text/event-stream\r\n\r\n"
-    )
+    target = f"{path}?n={count}&ms={ms}{'&json=1' if json_events else ''}"
+    if post is None:
+        request = (
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"X-Api-Key: {key}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+    else:
+        body = post.encode()
+        request = (
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: {key}\r\n"
+            f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ) + post
+    pattern = JSON_EVENT if json_events else EVENT
     sock.sendall(request.encode())
     buf = b""
     pos = 0
@@ -87,7 +136,7 @@ def client(port: int, path: str, key: str, count: int, ms: float, deadline: floa
             if " 200 " not in status + " ":
                 print(f"unexpected status: {status}", file=sys.stderr)
                 return 1
-        for match in EVENT.finditer(buf, pos):
+        for match in pattern.finditer(buf, pos):
             seq, sent = int(match.group(1)), int(match.group(2))
             # The first events also measure connection setup; skip a short warm-up.
             if seq >= 5:
@@ -122,11 +171,14 @@ def main() -> int:
     c.add_argument("--events", type=int, default=400)
     c.add_argument("--ms", type=float, default=5.0)
     c.add_argument("--deadline", type=float, default=30.0)
+    c.add_argument("--post", metavar="BODY", help="POST this JSON-RPC body instead of a GET")
+    c.add_argument("--json", action="store_true", help="ask for JSON-RPC notification events")
     args = parser.parse_args()
     if args.mode == "serve":
         serve(args.port)
         return 0
-    return client(args.port, args.path, args.key, args.events, args.ms, args.deadline)
+    return client(args.port, args.path, args.key, args.events, args.ms, args.deadline,
+                  args.post, args.json)
 
 
 if __name__ == "__main__":

@@ -148,9 +148,10 @@ impl Net {
     }
 
     /// A response on its way. Refused if compressed (it cannot be read) or, in block mode, if
-    /// a header carries a secret; header values carrying one are redacted. The body is scanned
-    /// as it goes; in block mode a body of known length up to [`BLOCK_BUFFER`] is read whole
-    /// first, so that a hit is a 502 before any byte of it is sent.
+    /// a header carries a secret; header values carrying one are redacted. A body of known
+    /// length up to [`WHOLE_BUFFER`] (in block mode [`BLOCK_BUFFER`], so that a hit is a 502
+    /// before any byte is sent) is read whole and scanned once; any other is scanned as it
+    /// streams.
     pub(crate) async fn response(
         &self,
         response: http::Response<crate::forward::UpstreamBody>,
@@ -171,8 +172,11 @@ impl Net {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-        let small = http_body::Body::size_hint(&body).exact().is_some_and(|n| n <= BLOCK_BUFFER);
-        if self.mode == Mode::Block && !sse && small {
+        // A body of known, small length is read whole and scanned once: it keeps its
+        // `Content-Length` framing, and in block mode a hit is a 502 before any byte of it.
+        let limit = if self.mode == Mode::Block { BLOCK_BUFFER } else { WHOLE_BUFFER };
+        let small = http_body::Body::size_hint(&body).exact().is_some_and(|n| n <= limit);
+        if !sse && small {
             let bytes = body
                 .collect()
                 .await
@@ -244,6 +248,9 @@ impl Net {
         }
         let mut found = Vec::new();
         for (name, value) in headers.iter_mut() {
+            if value.len() < patterns::MIN_LEN {
+                continue;
+            }
             let hits = patterns.find(value.as_bytes());
             if !hits.is_empty() {
                 place.report(&hits, "header", self.mode);
@@ -276,6 +283,9 @@ impl Net {
 
 /// The largest body of known length that block mode reads whole before answering.
 pub(crate) const BLOCK_BUFFER: u64 = 1024 * 1024;
+
+/// The largest body of known length that redact mode reads whole (larger ones stream).
+pub(crate) const WHOLE_BUFFER: u64 = 64 * 1024;
 
 /// A response stopped by the net.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use zeroize::Zeroizing;
 
 use crate::secrets::Snapshot;
@@ -28,6 +28,10 @@ pub struct Patterns {
     owners: Vec<Arc<str>>,
     /// Every pattern, sorted, for "is this a prefix of one".
     sorted: Vec<Zeroizing<Vec<u8>>>,
+    /// The patterns' first two bytes (a bit per pair) and first bytes (a bit per byte): most
+    /// ends of a frame are ruled out by these before any search.
+    pairs: Zeroizing<Vec<u64>>,
+    firsts: Zeroizing<[u64; 4]>,
     longest: usize,
 }
 
@@ -45,7 +49,14 @@ pub struct Hit {
 impl Patterns {
     /// No patterns: nothing matches.
     pub fn empty() -> Self {
-        Self { automaton: None, owners: Vec::new(), sorted: Vec::new(), longest: 0 }
+        Self {
+            automaton: None,
+            owners: Vec::new(),
+            sorted: Vec::new(),
+            pairs: Zeroizing::new(vec![0; 1024]),
+            firsts: Zeroizing::new([0; 4]),
+            longest: 0,
+        }
     }
 
     /// The forms of every current and overlapping value in `snapshot`.
@@ -69,7 +80,12 @@ impl Patterns {
         if forms.is_empty() {
             return Self::empty();
         }
+        // A DFA without a prefilter: the patterns begin with alphanumerics like most of what
+        // is scanned, so a prefilter's candidates come every few bytes and each restarts the
+        // search (measured: 0.95 ms per 64 KiB of base64 text with it, 0.15 ms without).
         let automaton = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .prefilter(false)
             .match_kind(MatchKind::LeftmostLongest)
             .build(forms.iter().map(|(f, _)| f.as_slice()))
             .expect("a few hundred literal patterns always build");
@@ -77,7 +93,15 @@ impl Patterns {
         let owners = forms.iter().map(|(_, n)| n.clone()).collect();
         let mut sorted: Vec<Zeroizing<Vec<u8>>> = forms.into_iter().map(|(f, _)| f).collect();
         sorted.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
-        Self { automaton: Some(automaton), owners, sorted, longest }
+        let mut pairs = Zeroizing::new(vec![0u64; 1024]);
+        let mut firsts = Zeroizing::new([0u64; 4]);
+        for pattern in &sorted {
+            let first = usize::from(pattern[0]);
+            firsts[first / 64] |= 1 << (first % 64);
+            let pair = first << 8 | usize::from(pattern[1]);
+            pairs[pair / 64] |= 1 << (pair % 64);
+        }
+        Self { automaton: Some(automaton), owners, sorted, pairs, firsts, longest }
     }
 
     /// Whether there is nothing to look for.
@@ -123,8 +147,18 @@ impl Patterns {
             .rev()
             .find(|&k| {
                 let suffix = &tail[tail.len() - k..];
-                let at = self.sorted.partition_point(|p| p.as_slice() < suffix);
-                self.sorted.get(at).is_some_and(|p| p.starts_with(suffix))
+                let first = usize::from(suffix[0]);
+                let possible = match suffix.get(1) {
+                    Some(&second) => {
+                        let pair = first << 8 | usize::from(second);
+                        self.pairs[pair / 64] & 1 << (pair % 64) != 0
+                    }
+                    None => self.firsts[first / 64] & 1 << (first % 64) != 0,
+                };
+                possible && {
+                    let at = self.sorted.partition_point(|p| p.as_slice() < suffix);
+                    self.sorted.get(at).is_some_and(|p| p.starts_with(suffix))
+                }
             })
             .unwrap_or(0)
     }
