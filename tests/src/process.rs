@@ -164,3 +164,42 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A fake's binary (`fake-azure`, `fake-idp`) started with its stdout piped: it announces
+/// itself with one JSON line, and is killed on drop.
+#[derive(Debug)]
+pub struct ReadyChild {
+    child: Child,
+    /// The line it printed once ready, as printed.
+    pub line: String,
+    /// That line, parsed.
+    pub ready: serde_json::Value,
+}
+
+impl ReadyChild {
+    /// Spawns `command` (stdout and stderr piped) and waits for its ready line.
+    pub async fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the fake's binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await
+        .expect("reader")
+        .expect("the ready line");
+        let ready = serde_json::from_str(&line).expect("one JSON line");
+        Self { child, line, ready }
+    }
+}
+
+impl Drop for ReadyChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -2,9 +2,8 @@
 //! keyward relies on, with a plain hyper + rustls client that trusts only the fake's CA and
 //! connects to 127.0.0.1 with SNI `kv.vault.test`, over HTTP/1.1 and h2.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use keyward_tests::client::{self, Reply};
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_azure::{Attributes, Endpoint, FakeAzure};
+use keyward_tests::process::ReadyChild;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -523,45 +523,24 @@ async fn a_new_fake_can_take_over_the_same_ports() {
 }
 
 /// The `fake-azure` binary, killed on drop.
-struct Binary(std::process::Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_binary_serves_secrets_loaded_from_files() {
     let dir = TempDir::new("fake-azure");
     dir.write_secret("db", &format!("{VALUE}\n"));
-    let mut child = Binary(
-        Command::new(env!("CARGO_BIN_EXE_fake-azure"))
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--secret")
-            .arg(format!("db-password=@{}", dir.path().join("db").display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fake-azure"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .expect("the ready line");
-    let ready: Value = serde_json::from_str(&line).expect("one JSON line");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fake-azure"));
+    command
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--secret")
+        .arg(format!("db-password=@{}", dir.path().join("db").display()));
+    let child = ReadyChild::spawn(command).await;
+    let ready = &child.ready;
     let ca = std::fs::read_to_string(ready["ca_file"].as_str().unwrap()).expect("ca.pem");
     let vault_addr: SocketAddr = ready["vault_addr"].as_str().unwrap().parse().unwrap();
     let endpoint = ready["identity_endpoint"].as_str().unwrap();
     let header = ready["identity_header"].as_str().unwrap();
     assert_eq!(ready["vault_url"], format!("https://kv.vault.test:{}/", vault_addr.port()));
-    assert!(!line.contains(VALUE));
+    assert!(!child.line.contains(VALUE));
 
     let identity: SocketAddr = endpoint
         .strip_prefix("http://")

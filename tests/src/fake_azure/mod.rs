@@ -30,7 +30,7 @@
 
 pub(crate) mod entra;
 mod identity;
-mod serve;
+pub(crate) mod serve;
 mod store;
 mod vault;
 pub(crate) mod wire;

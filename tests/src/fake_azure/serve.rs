@@ -26,7 +26,7 @@ use super::{Endpoint, RecordedRequest, Shared};
 /// Binds `127.0.0.1:port`. A fixed port may still be held for a moment by a fake dropped
 /// just before (its listener closes when its aborted task is next polled), so `AddrInUse`
 /// is retried for up to two seconds.
-pub(super) async fn bind(port: u16) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(port: u16) -> std::io::Result<TcpListener> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut attempts = 0;
     loop {

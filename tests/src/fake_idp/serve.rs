@@ -3,9 +3,7 @@
 //! aborting it closes every connection too. Bodies are read whole, up to a limit.
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -25,21 +23,7 @@ pub(super) type Handler = Arc<dyn Fn(Request<Bytes>) -> Reply + Send + Sync>;
 /// Largest request body read (control requests carry a few claims).
 const MAX_BODY: usize = 64 * 1024;
 
-/// Binds `127.0.0.1:port`; a fixed port still held by a fake dropped just before is retried
-/// for up to two seconds.
-pub(super) async fn bind(port: u16) -> std::io::Result<TcpListener> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut attempts = 0;
-    loop {
-        match TcpListener::bind(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 && attempts < 100 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            result => return result,
-        }
-    }
-}
+pub(super) use crate::fake_azure::serve::bind;
 
 /// Serves `handler` on `listener` until the returned task is aborted.
 pub(super) fn spawn(

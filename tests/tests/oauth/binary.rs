@@ -3,16 +3,6 @@
 
 use super::*;
 
-/// The `fake-idp` binary, killed on drop.
-struct FakeIdpProcess(Child);
-
-impl Drop for FakeIdpProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// POSTs `body` to the control API at `control` (`http://127.0.0.1:PORT`); the JSON answer.
 async fn control(control: &str, path: &str, body: &Value) -> Value {
     let addr = control.strip_prefix("http://").expect("http URL").parse().expect("address");
@@ -25,24 +15,10 @@ async fn control(control: &str, path: &str, body: &Value) -> Value {
 async fn the_fake_idp_binary_drives_keyward_through_its_control_api() {
     let setup = Setup::new().await;
     let ca_out = setup.dir.path().join("bin-idp-ca.pem");
-    let mut child = FakeIdpProcess(
-        Command::new(env!("CARGO_BIN_EXE_fake-idp"))
-            .arg("--ca-out")
-            .arg(&ca_out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fake-idp"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .expect("the ready line");
-    let ready: Value = serde_json::from_str(&line).expect("one JSON line");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fake-idp"));
+    command.arg("--ca-out").arg(&ca_out);
+    let child = ReadyChild::spawn(command).await;
+    let ready = &child.ready;
     let (issuer, url) = (ready["issuer"].as_str().unwrap(), ready["control"].as_str().unwrap());
     assert!(issuer.starts_with("https://localhost:") && issuer.ends_with("/v2.0"), "{issuer}");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
@@ -68,5 +44,6 @@ async fn the_fake_idp_binary_drives_keyward_through_its_control_api() {
 
     let output = keyward.output();
     assert_absent(&output, "a bearer token", &[&token, &hostile, &expired]);
+    let line = &child.line;
     assert!(!line.contains("eyJ"), "the ready line carries a token: {line}");
 }

@@ -13,9 +13,8 @@
 //! API keys beside tokens); `keys.rs`: the key set over time (readiness, rotation, refetch
 //! limits, outages); `binary.rs`: the `fake-idp` binary. This file holds what they share.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use keyward_tests::config::Builder;
 use keyward_tests::dir::TempDir;
 use keyward_tests::fake_idp::{Alg, FakeIdp, HmacSecret, Kty};
 use keyward_tests::leak::assert_absent;
-use keyward_tests::process::{eventually, Keyward};
+use keyward_tests::process::{eventually, Keyward, ReadyChild};
 use serde_json::{json, Value};
 use toml::{Table, Value as Toml};
 
