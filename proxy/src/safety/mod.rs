@@ -432,6 +432,7 @@ fn event_id(event: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use crate::secrets::{Consumer, Loaded, Secret, SecretStore};
+    use base64::Engine;
     use std::time::{Duration, Instant};
 
     const KEY: &str = "apim-key-5c3a1e9f7d2b4068";
@@ -466,11 +467,7 @@ mod tests {
     fn a_value_split_anywhere_across_frames_is_redacted() {
         let text = format!(
             "{{\"echo\":\"{KEY}\",\"b64\":\"{}\"}}",
-            String::from_utf8(patterns::base64(
-                KEY.as_bytes(),
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-            ))
-            .unwrap()
+            base64::engine::general_purpose::STANDARD.encode(KEY)
         );
         for split in 1..text.len() {
             let (a, b) = text.as_bytes().split_at(split);
