@@ -95,6 +95,12 @@ param alertEmail string = ''
 @description('Resource id of an Azure Function (…/sites/<app>/functions/<name>) that rotates keys on SecretNearExpiry and reacts to SecretNewVersionCreated. Empty: none.')
 param rotationFunctionId string = ''
 
+@description('Resource id of an Azure Monitor workspace (managed Prometheus, Microsoft.Monitor/accounts) that receives keyward\'s metrics. Set: the keyward workbook and the Prometheus alert rules of deploy/monitoring are deployed against it. Empty: neither.')
+param monitoringWorkspaceId string = ''
+
+@description('Action group the Prometheus alerts notify. Empty: an e-mail action group for alertEmail (no notification if that is empty too).')
+param monitoringActionGroupId string = ''
+
 @allowed([
   'Deny'
   'Audit'
@@ -166,6 +172,19 @@ module secretEventsModule 'modules/secret-events.bicep' = if (secretEvents) {
     alertEmail: alertEmail
     rotationFunctionId: rotationFunctionId
     tags: allTags
+  }
+}
+
+module prometheusMonitoring 'modules/prometheus-monitoring.bicep' = if (!empty(monitoringWorkspaceId)) {
+  name: 'prometheus-monitoring'
+  scope: rg
+  params: {
+    location: location
+    nameSuffix: nameSuffix
+    tags: allTags
+    monitoringWorkspaceId: monitoringWorkspaceId
+    actionGroupId: monitoringActionGroupId
+    alertEmail: alertEmail
   }
 }
 
