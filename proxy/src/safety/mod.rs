@@ -314,15 +314,13 @@ impl Scanner {
         if self.stopped {
             return Err(Stopped);
         }
-        let joined;
-        let buffer: &[u8] = if self.carry.is_empty() {
-            &chunk
+        let buffer = if self.carry.is_empty() {
+            chunk
         } else {
             self.carry.extend_from_slice(&chunk);
-            joined = self.carry.split().freeze();
-            &joined
+            self.carry.split().freeze()
         };
-        let mut hits = self.patterns.find(buffer);
+        let mut hits = self.patterns.find(&buffer);
         // A match at the very end may grow into a longer pattern: hold it until it is whole.
         let mut hold_at = None;
         if let Some(last) = hits.last() {
@@ -332,14 +330,11 @@ impl Scanner {
             }
         }
         if hits.is_empty() && hold_at.is_none() {
-            let hold = self.patterns.partial_suffix(buffer);
+            let hold = self.patterns.partial_suffix(&buffer);
             let send = buffer.len() - hold;
             self.carry.extend_from_slice(&buffer[send..]);
-            return Ok(if hold == 0 && buffer.len() == chunk.len() {
-                chunk
-            } else {
-                Bytes::copy_from_slice(&buffer[..send])
-            });
+            // What is sent is a view of what came, not a copy.
+            return Ok(buffer.slice(..send));
         }
         if !hits.is_empty() {
             self.place.report(&hits, "body", self.mode);
