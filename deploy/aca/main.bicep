@@ -37,8 +37,12 @@ param mcpBackendImage string = ''
 @description('Image of the init container that writes keyward.toml to the shared EmptyDir volume; needs /busybox/sh and runs as nonroot.')
 param configWriterImage string = 'gcr.io/distroless/static-debian12:debug-nonroot'
 
-@description('OpenTelemetry Collector (contrib distribution: it has the azuremonitor exporter). Pin a version, better a digest mirrored into your registry.')
-param otelCollectorImage string = 'otel/opentelemetry-collector-contrib:0.111.0'
+// 0.160.0: the contrib distribution has had the azure_auth extension since 0.125.0, and its
+// `scopes` option (a token for Azure Monitor, not for the ingestion host) since mid-2025;
+// 0.151.0 fixed a flaw in its server side (GHSA-pjv4-3c63-699f, receivers only, unused here).
+// ../otel-collector*.yaml use this version's component names and options.
+@description('OpenTelemetry Collector (contrib distribution: it has the azuremonitor and prometheus_remote_write exporters and the azure_auth extension). Pin a version, better a digest mirrored into your registry; the collector configuration is written for 0.160.0.')
+param otelCollectorImage string = 'otel/opentelemetry-collector-contrib:0.160.0'
 
 @minValue(0)
 @maxValue(30)
@@ -95,7 +99,7 @@ param alertEmail string = ''
 @description('Resource id of an Azure Function (…/sites/<app>/functions/<name>) that rotates keys on SecretNearExpiry and reacts to SecretNewVersionCreated. Empty: none.')
 param rotationFunctionId string = ''
 
-@description('Resource id of an Azure Monitor workspace (managed Prometheus, Microsoft.Monitor/accounts) that receives keyward\'s metrics. Set: the keyward workbook and the Prometheus alert rules of deploy/monitoring are deployed against it. Empty: neither.')
+@description('Resource id of an Azure Monitor workspace (managed Prometheus, Microsoft.Monitor/accounts) that receives keyward\'s metrics. Set: the collector remote-writes them to it (the app\'s identity becomes Monitoring Metrics Publisher on its default data collection rule), and the keyward workbook and the Prometheus alert rules of deploy/monitoring are deployed against it. Empty: none of this; metrics go to Application Insights.')
 param monitoringWorkspaceId string = ''
 
 @description('Action group the Prometheus alerts notify. Empty: an e-mail action group for alertEmail (no notification if that is empty too).')
@@ -188,6 +192,17 @@ module prometheusMonitoring 'modules/prometheus-monitoring.bicep' = if (!empty(m
   }
 }
 
+// The collector's way into the workspace: its remote write URL, and Monitoring Metrics
+// Publisher for the app's identity on the workspace's data collection rule.
+module metricsIngestion 'modules/metrics-ingestion.bicep' = if (!empty(monitoringWorkspaceId)) {
+  name: 'metrics-ingestion'
+  scope: rg
+  params: {
+    monitoringWorkspaceId: monitoringWorkspaceId
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
 module registry 'modules/registry.bicep' = {
   name: 'registry'
   scope: rg
@@ -231,6 +246,7 @@ module app 'modules/app.bicep' = {
     mcpBackendImage: mcpBackendImage
     configWriterImage: configWriterImage
     otelCollectorImage: otelCollectorImage
+    metricsRemoteWriteUrl: !empty(monitoringWorkspaceId) ? metricsIngestion.outputs.remoteWriteUrl : ''
     minReplicas: minReplicas
     maxReplicas: maxReplicas
     concurrentRequests: concurrentRequests

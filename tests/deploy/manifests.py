@@ -27,6 +27,7 @@ HEALTH_API_URL = "http://127.0.0.1:8090/health/"
 
 SECRETS_USER_ROLE = "4633458b-17de-408a-b874-0445c86b69e6"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+METRICS_PUBLISHER_ROLE = "3913510d-42f4-4e42-8a64-420c390055eb"  # Monitoring Metrics Publisher
 
 SECRET_WORDS = {"key", "keys", "secret", "secrets", "token", "tokens", "password", "passwd", "pwd",
                 "credential", "credentials", "sas", "apikey"}
@@ -108,11 +109,14 @@ AGENT_A = "00000000-0000-0000-0000-0000000000c1"
 AGENT_B = "00000000-0000-0000-0000-0000000000c2"
 AGENT_B2 = "00000000-0000-0000-0000-0000000000c3"
 AZURE_CLI_APP = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
-KNOWN_GUIDS = {SECRETS_USER_ROLE, ACR_PULL_ROLE, "98728c90-32c7-4049-8429-847dc0f4fe37",
+KNOWN_GUIDS = {SECRETS_USER_ROLE, ACR_PULL_ROLE, METRICS_PUBLISHER_ROLE, "98728c90-32c7-4049-8429-847dc0f4fe37",
                "00000000-0000-0000-0000-000000000000",
                "11111111-2222-3333-4444-555555555555",  # SAMPLE client id below
                ENTRA_TENANT, ENTRA_APP, AGENT_A, AGENT_B, AGENT_B2, AZURE_CLI_APP}
 URL = re.compile(r"https?://[^\s\"'?#]+")
+# Fixed paths that look random to the scanner: Azure Monitor's Prometheus ingestion stream,
+# which follows a placeholder (<endpoint>/dataCollectionRules/<id>) or a Bicep interpolation.
+KNOWN_TOKENS = {"/streams/Microsoft-PrometheusMetrics/api/v1/write"}
 
 
 def secret_looking_tokens(text: str) -> list[str]:
@@ -120,7 +124,7 @@ def secret_looking_tokens(text: str) -> list[str]:
     found = []
     # URL paths are not secrets (query strings still are scanned).
     for tok in TOKEN_CANDIDATE.findall(URL.sub(" ", text)):
-        if GUID.match(tok) and tok.lower() in KNOWN_GUIDS:
+        if GUID.match(tok) and tok.lower() in KNOWN_GUIDS or tok in KNOWN_TOKENS:
             continue
         if GUID.match(tok):
             found.append(tok)  # an unknown GUID may be a tenant, subscription or key
@@ -222,6 +226,40 @@ def envsubst(text: str, variables: dict | None = None) -> str:
     variables = ENVSUBST_VARS if variables is None else variables
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}",
                   lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+# --------------------------------------------------------------------------------------------
+# The collector's configuration, as the collector resolves it
+# --------------------------------------------------------------------------------------------
+
+COLLECTOR_CONFIG = ACA / "otel-collector.yaml"
+COLLECTOR_REMOTE_WRITE = ACA / "otel-collector.remote-write.yaml"
+
+
+def merge_collector_configs(base: dict, overlay: dict) -> dict:
+    """Two --config sources as the collector merges them: mappings key by key, anything else
+    (lists included) replaced by the later source."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_collector_configs(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def collector_config(workspace: bool = False) -> dict:
+    """The collector's effective configuration: otel-collector.yaml, and with an Azure Monitor
+    workspace otel-collector.remote-write.yaml merged over it (modules/app.bicep)."""
+    cfg = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    if workspace:
+        cfg = merge_collector_configs(cfg, yaml.safe_load(COLLECTOR_REMOTE_WRITE.read_text()))
+    return cfg
+
+
+def component_type(component_id: str) -> str:
+    """`prometheus_remote_write/azure-monitor` -> `prometheus_remote_write`."""
+    return component_id.split("/", 1)[0]
 
 
 def aca_yaml(rendered: bool = True, entra: bool = False) -> dict:

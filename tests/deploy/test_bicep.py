@@ -23,6 +23,7 @@ from manifests import (
     AGENT_B2,
     DEPLOY,
     HEALTH_API_URL,
+    METRICS_PUBLISHER_ROLE,
     ROOT,
     SAMPLE_ENTRA,
     SECRETS_USER_ROLE,
@@ -130,21 +131,24 @@ def module_params(path: Path) -> tuple[set[str], set[str]]:
     return all_, required
 
 
-def test_bicep_module_calls_pass_the_right_params():
-    main = (ACA / "main.bicep").read_text()
-    for m in re.finditer(r"^module (\w+) '([^']+)' = (?:if \([^\n]*\) )?", main, re.M):
-        body = block_after(main, m.end())
+@pytest.mark.parametrize("path", BICEP_FILES, ids=rel)
+def test_bicep_module_calls_pass_the_right_params(path):
+    """main.bicep's modules, and the modules' own (metrics-ingestion.bicep calls one, which
+    calls another)."""
+    text = path.read_text()
+    for m in re.finditer(r"^module (\w+) '([^']+)' = (?:if \([^\n]*\) )?", text, re.M):
+        body = block_after(text, m.end())
         params_at = body.index("params:")
         params = block_after(body, params_at)
         passed = set(re.findall(r"^\s{4}(\w+):", params, re.M))
-        declared, required = module_params(ACA / m.group(2))
+        declared, required = module_params(path.parent / m.group(2))
         assert passed <= declared, f"module {m.group(1)}: unknown params {passed - declared}"
         assert required <= passed, f"module {m.group(1)}: missing params {required - passed}"
-    # Module outputs used by main exist.
-    for m in re.finditer(r"\b(\w+)\.outputs\.(\w+)", main):
-        mod = re.search(rf"^module {m.group(1)} '([^']+)'", main, re.M)
+    # Module outputs used here exist.
+    for m in re.finditer(r"\b(\w+)\.outputs\.(\w+)", text):
+        mod = re.search(rf"^module {m.group(1)} '([^']+)'", text, re.M)
         assert mod, f"{m.group(1)} is not a module"
-        outputs = re.findall(r"^output (\w+) ", (ACA / mod.group(1)).read_text(), re.M)
+        outputs = re.findall(r"^output (\w+) ", (path.parent / mod.group(1)).read_text(), re.M)
         assert m.group(2) in outputs, f"{m.group(1)} has no output {m.group(2)}"
 
 
@@ -209,10 +213,10 @@ def test_bicep_roles_are_least_privilege():
     for role_id, name in FORBIDDEN_ROLES.items():
         assert role_id not in text.lower(), f"{name} must not be granted"
     assignments = resources(text, "Microsoft.Authorization/roleAssignments")
-    assert len(assignments) == 2
+    assert len(assignments) == 3
     granted = set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text))
     role_vars = dict(re.findall(r"^var (\w+RoleId) = '([0-9a-f-]{36})'", text, re.M))
-    assert set(role_vars.values()) == {SECRETS_USER_ROLE, ACR_PULL_ROLE}, role_vars
+    assert set(role_vars.values()) == {SECRETS_USER_ROLE, ACR_PULL_ROLE, METRICS_PUBLISHER_ROLE}, role_vars
     assert granted & set(FORBIDDEN_ROLES) == set()
     kv = (ACA / "modules/keyvault.bicep").read_text()
     (secrets_user,) = resources(kv, "Microsoft.Authorization/roleAssignments")
@@ -223,6 +227,11 @@ def test_bicep_roles_are_least_privilege():
     (pull,) = resources(reg, "Microsoft.Authorization/roleAssignments")
     assert "scope: registry" in pull and "acrPullRoleId" in pull
     assert "adminUserEnabled: false" in reg
+    # With an Azure Monitor workspace: write metrics through its one data collection rule.
+    publisher_bicep = (ACA / "modules/metrics-publisher.bicep").read_text()
+    (publisher,) = resources(publisher_bicep, "Microsoft.Authorization/roleAssignments")
+    assert "scope: rule" in publisher and "monitoringMetricsPublisherRoleId" in publisher
+    assert "principalType: 'ServicePrincipal'" in publisher
 
 
 def test_bicep_secrets_have_expiry_and_no_literal_value():

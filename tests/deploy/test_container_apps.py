@@ -1,12 +1,14 @@
 """The Container Apps YAML (deploy/aca/containerapp.yaml after envsubst) and the collector
 configuration it embeds: identity, Key Vault references, one exposed port, probes,
 resources Container Apps accepts, credentials dropped from telemetry, the Entra ID block and
-its variables."""
+its variables. The metrics path through the collector (OTLP in, Application Insights or an
+Azure Monitor workspace out) is test_metrics_ingestion.py's."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from manifests import (
@@ -19,6 +21,7 @@ from manifests import (
     KEYWARD_PORT,
     SAMPLE,
     aca_yaml,
+    collector_config,
     commented_oauth_block,
     container,
     env_of,
@@ -91,12 +94,16 @@ def test_aca_yaml_collector_config_matches_file():
     assert embedded == yaml.safe_load((ACA / "otel-collector.yaml").read_text())
 
 
-def test_collector_config():
-    cfg = yaml.safe_load((ACA / "otel-collector.yaml").read_text())
+@pytest.mark.parametrize("workspace", [False, True], ids=["app-insights", "azure-monitor-workspace"])
+def test_collector_config(workspace):
+    """Both configurations the collector runs with (test_metrics_ingestion.py has the metrics
+    side): loopback receivers only, credentials dropped on every pipeline, every component
+    the pipelines name defined."""
+    cfg = collector_config(workspace)
+    assert set(cfg["receivers"]) == {"otlp"}, "keyward's OTLP is the only input (no scrape of /metrics)"
     assert cfg["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == "127.0.0.1:4317"
     assert cfg["receivers"]["otlp"]["protocols"]["http"]["endpoint"].startswith("127.0.0.1:")
-    targets = cfg["receivers"]["prometheus"]["config"]["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert targets == [f"127.0.0.1:{ADMIN_PORT}"]
+    assert f":{ADMIN_PORT}" not in yaml.safe_dump(cfg), "nothing reads keyward's admin port"
     assert cfg["exporters"]["azuremonitor"]["connection_string"] == "${env:APPLICATIONINSIGHTS_CONNECTION_STRING}"
     dropped = {a["key"] for a in cfg["processors"]["attributes/drop-credentials"]["actions"] if a["action"] == "delete"}
     assert {"http.request.header.x-api-key", "http.request.header.authorization",
@@ -108,7 +115,10 @@ def test_collector_config():
             assert comp in cfg["processors"], f"{name}: processor {comp} undefined"
         for comp in pipe["exporters"]:
             assert comp in cfg["exporters"], f"{name}: exporter {comp} undefined"
-    assert "attributes/drop-credentials" in cfg["service"]["pipelines"]["traces"]["processors"]
+        assert "attributes/drop-credentials" in pipe["processors"], f"{name}: credentials not dropped"
+        assert pipe["processors"][0] == "memory_limiter" and pipe["processors"][-1] == "batch", name
+    for ext in cfg["service"].get("extensions", []):
+        assert ext in cfg.get("extensions", {}), f"extension {ext} undefined"
 
 
 def test_aca_yaml_entra_block_and_its_variables():

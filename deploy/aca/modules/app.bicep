@@ -4,7 +4,14 @@
 // and the only one the ingress reaches (targetPort 8080). mcp-backend listens on
 // 127.0.0.1:8081 and calls the health API through keyward's egress on 127.0.0.1:8090; it
 // has no port in the ingress and no secret in its environment. The collector container
-// receives keyward's OTLP on 127.0.0.1:4317 and scrapes 127.0.0.1:9090/metrics.
+// receives keyward's OTLP (traces and metrics) on 127.0.0.1:4317, the one way keyward's
+// metrics reach it; nothing scrapes 127.0.0.1:9090/metrics on Container Apps.
+//
+// Collector configuration: ../otel-collector.yaml (everything to Application Insights). With
+// an Azure Monitor workspace (metricsRemoteWriteUrl set) ../otel-collector.remote-write.yaml
+// is merged over it as a second --config: metrics go to the workspace by Prometheus remote
+// write, authenticated with the app's identity (AZURE_CLIENT_ID; its role on the workspace's
+// data collection rule comes from metrics-ingestion.bicep).
 //
 // keyward's configuration is not secret but differs per deployment (vault URL, identity,
 // APIM host, clients) and keyward reads it from a file. It is rendered here from
@@ -36,6 +43,8 @@ param keywardImage string
 param mcpBackendImage string
 param configWriterImage string
 param otelCollectorImage string
+// Prometheus remote write URL of an Azure Monitor workspace (metrics-ingestion.bicep); empty: none.
+param metricsRemoteWriteUrl string
 param minReplicas int
 param maxReplicas int
 param concurrentRequests int
@@ -71,6 +80,24 @@ var oauthToml = oauthEnabled ? '[ingress.oauth]\nresource = "${oauthResource}"\n
 
 var keywardConfig = replace(replace(replace(replace(replace(loadTextContent('../keyward.toml'), '# {{CLIENTS}}', clientsToml), '# {{OAUTH}}', oauthToml), '{{APIM_UPSTREAM}}', apimUpstream), '{{VAULT_URL}}', vaultUri), '{{IDENTITY_CLIENT_ID}}', identityClientId)
 var collectorConfig = loadTextContent('../otel-collector.yaml')
+var remoteWrite = !empty(metricsRemoteWriteUrl)
+var collectorRemoteWriteConfig = loadTextContent('../otel-collector.remote-write.yaml')
+// The overlay and what it reads, only with a workspace: the URL of the workspace's
+// ingestion endpoint and the identity the token is for. None of them is a secret.
+var collectorRemoteWriteEnv = remoteWrite ? [
+  {
+    name: 'OTELCOL_CONFIG_REMOTE_WRITE'
+    value: collectorRemoteWriteConfig
+  }
+  {
+    name: 'AZURE_MONITOR_REMOTE_WRITE_URL'
+    value: metricsRemoteWriteUrl
+  }
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: identityClientId
+  }
+] : []
 
 resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
   name: 'cae-${nameSuffix}'
@@ -273,10 +300,13 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = if (deployApp) {
         {
           name: 'otel-collector'
           image: otelCollectorImage
-          args: [
+          // Later --config files are merged over earlier ones.
+          args: concat([
             '--config=env:OTELCOL_CONFIG'
-          ]
-          env: [
+          ], remoteWrite ? [
+            '--config=env:OTELCOL_CONFIG_REMOTE_WRITE'
+          ] : [])
+          env: concat([
             {
               name: 'OTELCOL_CONFIG'
               value: collectorConfig
@@ -285,7 +315,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = if (deployApp) {
               name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
               secretRef: 'appinsights-connection-string'
             }
-          ]
+          ], collectorRemoteWriteEnv)
           resources: {
             cpu: json('0.25')
             memory: '0.5Gi'

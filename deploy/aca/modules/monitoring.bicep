@@ -1,5 +1,6 @@
 // Log Analytics (vault audit log, container console and system logs) and Application
-// Insights (traces and metrics from the collector container).
+// Insights (traces and logs from the collector container, and metrics unless an Azure Monitor
+// workspace takes them: metrics-ingestion.bicep).
 param location string
 param nameSuffix string
 param tags object

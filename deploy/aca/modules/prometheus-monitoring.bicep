@@ -7,8 +7,10 @@
 // The rules come from alerts.azure.json, which render_azure_rules.py writes from alerts.yaml
 // (tests/deploy/test_monitoring.py fails when the two disagree): one source for Prometheus,
 // prometheus-operator and Azure Monitor. The workspace must receive keyward's metrics under
-// their Prometheus names: deploy/README.md, "Monitoring". The rule group evaluates in the
-// deployment's region; keep the workspace there too.
+// their Prometheus names: on Container Apps the collector remote-writes them
+// (metrics-ingestion.bicep, ../otel-collector.remote-write.yaml); elsewhere deploy/README.md,
+// "Monitoring". The rule group evaluates in the deployment's region; keep the workspace there
+// too.
 param location string
 param nameSuffix string
 param tags object
