@@ -7,6 +7,10 @@
   report.py table FILE [FILE...]
       prints the tables; with several files (several runs), every figure is the median over
       the runs, and every ratio the median of the per-run ratios.
+
+A section named `NAME#ROUND` is one round of a scenario run several times in one run (the
+one-core and capability rows): its figures are the median over the rounds (errors: the
+most in any round), under NAME.
 """
 import re
 import statistics
@@ -21,6 +25,22 @@ LOAD_SECTIONS = [
 ]
 GRANT_SECTIONS = [("grant-t1", "grant wrk -t1"), ("grant-t2", "grant wrk -t2")]
 GRANT_TARGETS = ["keyward-open", "keyward-granted"]
+CORE_TARGETS = ["keyward", "nginx", "haproxy"]
+# The capability rows: (section, baseline target, target with the capability, what, baseline
+# name, the throughput cost budget from the capability's issue or None).
+CAPABILITIES = [
+    ("cap-token", "api-key", "bearer", "bearer token (RS256, cached)", "X-Api-Key", None),
+    ("grant-t1", "keyward-open", "keyward-granted", "tools/call grant, -t1 (2 workers)",
+     "no grant", 0.10),
+    ("grant-t2", "keyward-open", "keyward-granted", "tools/call grant, -t2 (2 workers)",
+     "no grant", 0.10),
+    ("cap-net-rpc", "off", "redact", "safety net, 250 B JSON-RPC", "net off", 0.05),
+    ("cap-net-sse", "off", "redact", "safety net, 64 KiB SSE", "net off", 0.10),
+]
+# A capability baseline at this fraction of the upstream alone or more is upstream-bound.
+UPSTREAM_BOUND = 0.85
+# Per-round figures that are not medians: a row is worthless if any round had errors.
+WORST_OF_ROUNDS = {"errors", "non2xx"}
 MIB = 1024.0
 
 
@@ -79,10 +99,19 @@ def load(paths):
     runs = []
     for path in paths:
         data = defaultdict(dict)
+        rounds = defaultdict(lambda: defaultdict(list))
         with open(path) as f:
             for line in f:
                 section, target, metric, value = line.rstrip("\n").split("\t")
-                data[(section, target)][metric] = float(value)
+                if "#" in section:
+                    rounds[(section.split("#", 1)[0], target)][metric].append(float(value))
+                else:
+                    data[(section, target)][metric] = float(value)
+        for key, metrics in rounds.items():
+            for metric, values in metrics.items():
+                pick = max if metric in WORST_OF_ROUNDS else statistics.median
+                data[key][metric] = pick(values)
+            data[key]["rounds"] = float(max(len(v) for v in metrics.values()))
         runs.append(data)
     return runs
 
@@ -157,6 +186,9 @@ def table(paths):
     w(f"{'egress wrk -t1':<18}{'p99':<14}{'':>10}{'':>12}{fmt(p_dir, '{:.2f}'):>11}")
     w("")
 
+    core_table(runs, w)
+    capability_table(runs, w)
+
     w("Memory (MiB; nginx = master + workers summed, so shared pages count twice; keyward and")
     w("HAProxy are one process each)")
     hdr = f"{'target':<12}{'idle RSS':>10}{'peak RSS':>10}{'before 10k':>12}{'10k idle':>10}" \
@@ -206,6 +238,8 @@ def table(paths):
     w("")
 
     grant_table(runs, w)
+    scale_table(runs, w)
+    start_table(runs, w)
 
     w("Targets")
     checks = []
@@ -234,11 +268,171 @@ def table(paths):
         cost = None if r is None else 1.0 - r
         checks.append((f"{label}: a grant costs < 10 % of tools/call req/s", cost,
                        cost is not None and cost < 0.10, f"{fmt(cost, '{:+.1%}')}"))
+    checks.extend(new_checks(runs))
     for name, value, ok, shown in checks:
         verdict = "n/a " if value is None else ("MET " if ok else "MISS")
         w(f"  [{verdict}] {name}: {shown}")
     print("\n".join(lines))
     return 0
+
+
+def pair_ratio(runs, section, mine, other, metric, other_section=None):
+    """Median over the runs of mine / other for one metric."""
+    other_section = other_section or section
+    return median_of(runs, lambda run: run[(section, mine)][metric]
+                     / run[(other_section, other)][metric])
+
+
+def core_table(runs, w):
+    """One core each: every proxy one worker pinned to one CPU, wrk and the upstream on the
+    other; medians of the rounds."""
+    if not any(("core1", t) in run for run in runs for t in CORE_TARGETS):
+        return
+    get = lambda t, m: (lambda run: run[("core1", t)][m])
+    rounds = median_of(runs, get("keyward", "rounds"))
+    w("One core each: one worker per proxy pinned to one CPU, wrk and the upstream pinned to the")
+    w(f"other; wrk -t1 -c64, the targets taking turns, median of {fmt(rounds)} rounds; CPU is the")
+    w("proxy's own process(es)")
+    hdr = f"{'target':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}" \
+          f"{'CPU s/100k':>12}"
+    w(hdr)
+    w("-" * len(hdr))
+    for target in CORE_TARGETS:
+        m = lambda metric: median_of(runs, get(target, metric))
+        ms = lambda metric: None if m(metric) is None else m(metric) / 1000.0
+        w(f"{target:<18}{fmt(m('rps')):>9}{fmt(ms('p50_us'), '{:.2f}'):>9}"
+          f"{fmt(ms('p99_us'), '{:.2f}'):>9}{fmt(ms('p99.9_us'), '{:.2f}'):>10}"
+          f"{fmt(m('errors')):>8}{fmt(m('cpu_s_per_100k'), '{:.2f}'):>12}")
+    for other in ("nginx", "haproxy"):
+        r = {metric: pair_ratio(runs, "core1", "keyward", other, metric)
+             for metric in ("rps", "p99_us", "cpu_s_per_100k")}
+        w(f"{'keyward / ' + other:<18}req/s {fmt(r['rps'], '{:.2f}')}   p99 "
+          f"{fmt(r['p99_us'], '{:.2f}')}   CPU/100k {fmt(r['cpu_s_per_100k'], '{:.2f}')}")
+    w("")
+
+
+def capability_table(runs, w):
+    """Each capability against its own baseline in the same run: with / baseline."""
+    present = [c for c in CAPABILITIES
+               if any((c[0], c[2]) in run and (c[0], c[1]) in run for run in runs)]
+    if not present:
+        return
+    w("What each capability costs, each against its own baseline in the same run (one core each")
+    w("as above, medians of the rounds, unless the row says 2 workers: the grant rows below);")
+    w("x = with / baseline; cost = 1 - req/s ratio")
+    hdr = f"{'capability':<35}{'baseline':<10}{'req/s':>8}{'with':>8}{'x':>7}{'cost':>8}" \
+          f"{'p99 x':>7}{'CPU/100k':>10}{'with':>7}{'x':>6}"
+    w(hdr)
+    w("-" * len(hdr))
+    for section, base, mine, what, base_name, _ in present:
+        m = lambda t, metric: median_of(runs, lambda run: run[(section, t)][metric])
+        r = pair_ratio(runs, section, mine, base, "rps")
+        w(f"{what:<35}{base_name:<10}{fmt(m(base, 'rps')):>8}{fmt(m(mine, 'rps')):>8}"
+          f"{fmt(r, '{:.3f}'):>7}{fmt(None if r is None else 1 - r, '{:+.1%}'):>8}"
+          f"{fmt(pair_ratio(runs, section, mine, base, 'p99_us'), '{:.2f}'):>7}"
+          f"{fmt(m(base, 'cpu_s_per_100k'), '{:.2f}'):>10}"
+          f"{fmt(m(mine, 'cpu_s_per_100k'), '{:.2f}'):>7}"
+          f"{fmt(pair_ratio(runs, section, mine, base, 'cpu_s_per_100k'), '{:.2f}'):>6}")
+        if section == "cap-net-sse" and any((section, "direct") in run for run in runs):
+            w(f"{'  the stream from the upstream alone':<45}"
+              f"{fmt(median_of(runs, lambda run: run[(section, 'direct')]['rps'])):>8} req/s "
+              f"(near the baseline: the upstream set the pace; read CPU/100k)")
+    diff = median_of(runs, lambda run: run[("grant-sse", "keyward-granted")]["median_us"]
+                     - run[("grant-sse", "keyward-open")]["median_us"])
+    if diff is not None:
+        w(f"{'tools/list filter, per SSE event':<35}{'no grant':<10}"
+          f"  {fmt(diff, '{:+.1f}')} µs median per event (2 workers; the grant SSE table below)")
+    w("")
+
+
+def scale_table(runs, w):
+    """SSE at scale: keyward's memory per open stream and the latency it adds per event."""
+    counts = sorted({t for run in runs for (s, t) in run if s == "sse-scale"}, key=float)
+    if not counts:
+        return
+    get = lambda t, m: (lambda run: run[("sse-scale", t)][m])
+    one = lambda t, m: median_of(runs, get(t, m))
+    active = one(counts[0], "active")
+    every = one(counts[0], "event_ms")
+    w(f"SSE at scale: streams held open through keyward (a client and a backend connection")
+    w(f"each), events every {fmt(every)} ms on {fmt(active)} of them; keyward's RSS (MiB, per")
+    w("stream KiB = (RSS open - RSS idle) / streams) and receive - emit per event (µs),")
+    w("through keyward and straight from the emitter with all streams open")
+    hdr = f"{'streams':>8}{'idle RSS':>10}{'RSS open':>10}{'KiB/str':>9}{'closed':>8}" \
+          f"{'kw p50':>9}{'kw p99':>9}{'dir p50':>9}{'dir p99':>9}{'+p50':>8}{'+p99':>8}"
+    w(hdr)
+    w("-" * len(hdr))
+    notes = []
+    for t in counts:
+        mib = lambda m: None if one(t, m) is None else one(t, m) / MIB
+        w(f"{fmt(one(t, 'streams')):>8}{fmt(mib('rss_idle_kib'), '{:.1f}'):>10}"
+          f"{fmt(mib('rss_kib'), '{:.1f}'):>10}{fmt(one(t, 'per_stream_kib'), '{:.1f}'):>9}"
+          f"{fmt(one(t, 'closed_by_peer')):>8}{fmt(one(t, 'proxy_p50_us')):>9}"
+          f"{fmt(one(t, 'proxy_p99_us')):>9}{fmt(one(t, 'direct_p50_us')):>9}"
+          f"{fmt(one(t, 'direct_p99_us')):>9}{fmt(one(t, 'added_p50_us'), '{:+.0f}'):>8}"
+          f"{fmt(one(t, 'added_p99_us'), '{:+.0f}'):>8}")
+        requested, streams = one(t, "requested"), one(t, "streams")
+        if requested is not None and streams is not None and requested > streams:
+            notes.append(f"  {fmt(requested)} streams do not fit: keyward holds 2 descriptors "
+                         f"per stream and its open-file limit is {fmt(one(t, 'nofile'))} (the "
+                         f"hard limit; raising it needs CAP_SYS_RESOURCE), so {fmt(streams)} ran")
+    for note in notes:
+        w(note)
+    w("")
+
+
+def start_table(runs, w):
+    """Start to ready: exec to the first 200 from /readyz."""
+    m = lambda metric: median_of(runs, lambda run: run[("start", "keyward")][metric])
+    if m("median_ms") is None:
+        return
+    w(f"Start to ready (exec to the first 200 from /readyz, polled every 1 ms; file secrets): "
+      f"median {fmt(m('median_ms'), '{:.1f}')} ms over {fmt(m('runs'))} starts "
+      f"(min {fmt(m('min_ms'), '{:.1f}')}, max {fmt(m('max_ms'), '{:.1f}')})")
+    w("")
+
+
+def new_checks(runs):
+    """The targets of the one-core, capability, SSE-at-scale and start rows."""
+    checks = []
+    r = pair_ratio(runs, "core1", "keyward", "nginx", "rps")
+    checks.append(("one core: req/s keyward >= 1.10 x nginx", r, r is not None and r >= 1.10,
+                   f"{fmt(r, '{:.2f}')}x"))
+    p = pair_ratio(runs, "core1", "keyward", "nginx", "p99_us")
+    checks.append(("one core: p99 keyward <= nginx", p, p is not None and p <= 1.0,
+                   f"{fmt(p, '{:.2f}')}x"))
+    c = pair_ratio(runs, "core1", "keyward", "nginx", "cpu_s_per_100k")
+    checks.append(("one core: CPU s/100k keyward <= nginx", c, c is not None and c <= 1.0,
+                   f"{fmt(c, '{:.2f}')}x"))
+    for section, base, mine, what, _, budget in CAPABILITIES:
+        if budget is None or section.startswith("grant"):
+            continue  # the grant rows have their own check above
+        r = pair_ratio(runs, section, mine, base, "rps")
+        cost = None if r is None else 1.0 - r
+        # Where the baseline ran near the upstream alone, the upstream set the pace and the
+        # req/s ratio says little: no verdict, the CPU ratio instead.
+        ceiling = pair_ratio(runs, section, base, "direct", "rps")
+        if cost is not None and ceiling is not None and ceiling >= UPSTREAM_BOUND:
+            cpu = pair_ratio(runs, section, mine, base, "cpu_s_per_100k")
+            checks.append((f"{what}: costs < {budget:.0%} of req/s", None, False,
+                           f"{fmt(cost, '{:+.1%}')}, but the baseline ran at "
+                           f"{fmt(ceiling, '{:.2f}')}x the upstream alone (upstream-bound); "
+                           f"CPU/100k {fmt(cpu, '{:.2f}')}x"))
+            continue
+        checks.append((f"{what}: costs < {budget:.0%} of req/s", cost,
+                       cost is not None and cost < budget, f"{fmt(cost, '{:+.1%}')}"))
+    counts = sorted({t for run in runs for (s, t) in run if s == "sse-scale"}, key=float)
+    for t in counts:
+        kib = median_of(runs, lambda run: run[("sse-scale", t)]["per_stream_kib"])
+        checks.append((f"SSE, {t} streams open: keyward RSS <= 40 KiB per stream", kib,
+                       kib is not None and kib <= 40, f"{fmt(kib, '{:.1f}')} KiB"))
+        added = median_of(runs, lambda run: run[("sse-scale", t)]["added_p50_us"])
+        checks.append((f"SSE, {t} streams open: added latency per event (p50) < 1 ms", added,
+                       added is not None and added < 1000, f"{fmt(added, '{:+.0f}')} µs"))
+    start = median_of(runs, lambda run: run[("start", "keyward")]["median_ms"])
+    checks.append(("start to ready (file secrets) < 100 ms", start,
+                   start is not None and start < 100, f"{fmt(start, '{:.1f}')} ms"))
+    return checks
 
 
 def grant_ratio(runs, section, metric):
