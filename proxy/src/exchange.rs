@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use http::{HeaderMap, Response, StatusCode};
 use tracing::{Instrument, Span};
 
@@ -38,19 +39,23 @@ impl Exchange {
 
     /// Runs `serve` in the span. A failure becomes keyward's own answer (a 401 carrying
     /// the matching challenge) and, when the upstream failed, is counted.
-    pub(crate) async fn serve<T>(
-        &self,
-        metrics: &Metrics,
-        challenges: Option<&Challenges>,
-        serve: impl Future<Output = Result<(Response<Body>, T), ProxyError>>,
-    ) -> (Response<Body>, Option<T>) {
-        match serve.instrument(self.span.clone()).await {
+    ///
+    /// A combinator, not an `async fn`: an `async fn` keeps its argument future and the
+    /// instrumented one it awaits side by side (measured: 6,128 bytes for the ingress's 3,016 of
+    /// work), and hyper keeps a slot of the handler's future for every connection.
+    pub(crate) fn serve<'a, T: 'a>(
+        &'a self,
+        metrics: &'a Metrics,
+        challenges: Option<&'a Challenges>,
+        serve: impl Future<Output = Result<(Response<Body>, T), ProxyError>> + 'a,
+    ) -> impl Future<Output = (Response<Body>, Option<T>)> + 'a {
+        serve.instrument(self.span.clone()).map(move |served| match served {
             Ok((response, served)) => (response, Some(served)),
             Err(err) => {
                 metrics.record_upstream_error(self.listener, &err);
                 (err.into_response(challenges), None)
             }
-        }
+        })
     }
 
     /// Records the final status on the span; returns the time taken.

@@ -270,24 +270,19 @@ pub(crate) async fn serve<H, F>(
             (builders.clone(), tls.clone(), shutdown.clone(), open.clone());
         tokio::spawn(async move {
             let (_permit, _open) = (permit, open);
-            let Some(acceptor) = tls else {
-                let conn = Conn { builder: &builders.either, peer, limits, shutdown };
-                return conn.serve(stream, handler).await;
-            };
-            let handshake = acceptor.accept(stream);
-            let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(error = %err, "TLS handshake failed");
-                    return;
+            match tls {
+                None => {
+                    let conn = Conn { builder: &builders.either, peer, limits, shutdown };
+                    conn.serve(stream, handler).await;
                 }
-                Err(_) => return,
-            };
-            let builder = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => &builders.h2,
-                _ => &builders.h1,
-            };
-            Conn { builder, peer, limits, shutdown }.serve(stream, handler).await;
+                // Boxed: a TLS connection's state (the handshake, the session inside the
+                // stream) would otherwise size every plaintext connection's task as well
+                // (measured: 8,896 bytes a task against the 3,840 plaintext needs).
+                Some(acceptor) => {
+                    let conn = Conn { builder: &builders.either, peer, limits, shutdown };
+                    Box::pin(conn.serve_tls(acceptor, stream, &builders, handler)).await;
+                }
+            }
         });
     }
 
@@ -305,7 +300,34 @@ struct Conn<'a> {
     shutdown: watch::Receiver<bool>,
 }
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
+    /// Completes the TLS handshake within its timeout, then serves the protocol ALPN chose.
+    async fn serve_tls<H, F>(
+        mut self,
+        acceptor: TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        builders: &'a Builders,
+        handler: H,
+    ) where
+        H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handshake = acceptor.accept(stream);
+        let stream = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        self.builder = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => &builders.h2,
+            _ => &builders.h1,
+        };
+        self.serve(stream, handler).await;
+    }
+
     /// Serves `io` (after any TLS handshake: the timeouts count from here) until it ends.
     async fn serve<I, H, F>(self, io: I, handler: H)
     where
