@@ -43,7 +43,7 @@ impl Admin {
             }
             (&Method::GET, "/readyz") => self.readiness(),
             (&Method::GET, "/metrics") => {
-                let body = self.metrics.render(&self.store.snapshot(), self.store.names());
+                let body = self.metrics.render();
                 text(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
             (&Method::POST, "/refresh") if peer.ip().is_loopback() => {

@@ -75,6 +75,8 @@ pub struct App {
     pub admin_addr: SocketAddr,
     /// The secret store, for reloads and inspection.
     pub store: Arc<SecretStore>,
+    /// Flushed at the end of [`App::wait`].
+    metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     /// Listeners: they end after their drain.
     servers: JoinSet<()>,
@@ -110,7 +112,7 @@ impl App {
             .flat_map(|g| [&g.tools, &g.resources, &g.prompts].into_iter().flatten().flatten());
         let exact = granted.chain(oauth_granted).map(|g| g.as_str()).filter(|g| !g.contains('*'));
         let metrics = Arc::new(
-            Metrics::new(clients, routes)
+            Metrics::with_telemetry(&config.telemetry, clients, routes)
                 .with_grant_names(exact.map(str::to_owned).collect::<Vec<_>>()),
         );
         let ingress_config = &config.ingress;
@@ -142,6 +144,7 @@ impl App {
         let mut consumers: Vec<Arc<dyn Consumer>> = vec![redactor, auth.clone(), sessions.clone()];
         consumers.extend(egress.iter().map(|egress| egress.clone() as Arc<dyn Consumer>));
         let store = secret_pipeline(&config, consumers, &metrics, &mut background, &shutdown)?;
+        metrics.observe(&store);
 
         let tls = match &ingress_config.tls {
             Some(tls) => {
@@ -221,7 +224,7 @@ impl App {
 
         let admin_listener = bind("admin", config.admin.listen).await?;
         let admin_addr = local_addr("admin", admin_listener.local_addr())?;
-        let admin = Arc::new(Admin::new(store.clone(), metrics, tokens));
+        let admin = Arc::new(Admin::new(store.clone(), metrics.clone(), tokens));
         servers.spawn(server::serve(
             Connections::Listener(admin_listener, Arc::new(Semaphore::new(64))),
             None,
@@ -239,7 +242,16 @@ impl App {
             workers,
             "keyward listening"
         );
-        Ok(Self { ingress_addr, egress_addr, admin_addr, store, shutdown, servers, background })
+        Ok(Self {
+            ingress_addr,
+            egress_addr,
+            admin_addr,
+            store,
+            metrics,
+            shutdown,
+            servers,
+            background,
+        })
     }
 
     /// Stops accepting and begins the bounded drain.
@@ -247,7 +259,8 @@ impl App {
         self.shutdown.send_replace(true);
     }
 
-    /// Waits until every listener has drained, then stops the background tasks.
+    /// Waits until every listener has drained, then stops the background tasks and exports
+    /// the last metrics (on a blocking thread: the exporter may wait for its collector).
     pub async fn wait(mut self) {
         while let Some(result) = self.servers.join_next().await {
             if result.is_err_and(|err| err.is_panic()) {
@@ -255,6 +268,8 @@ impl App {
             }
         }
         self.background.abort_all();
+        let metrics = self.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     }
 }
 

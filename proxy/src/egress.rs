@@ -24,7 +24,7 @@ use crate::error::ProxyError;
 use crate::exchange::Exchange;
 use crate::forward::{self, Upstream};
 use crate::headers;
-use crate::metrics::{Listener, Metrics};
+use crate::metrics::{Forward, Listener, Metrics};
 use crate::safety::{KnownSecrets, Net, Place};
 use crate::secrets::Snapshot;
 use crate::telemetry;
@@ -131,11 +131,8 @@ impl Egress {
         let (response, route) = exchange.serve(&self.metrics, None, serve).await;
         let status = response.status();
         let elapsed = exchange.end(status);
-        self.metrics.record_egress(
-            route.map(|r| self.routes[r].position),
-            status,
-            exchange.started(),
-        );
+        let position = route.map(|r| self.routes[r].position);
+        self.metrics.record_egress(&method, position, status, exchange.started());
         tracing::info!(
             target: "keyward::access",
             listener = "egress",
@@ -247,7 +244,10 @@ impl Egress {
             Either::Right(bytes) => forward::outgoing_bytes(parts, bytes),
         };
         let head = request.method() == Method::HEAD;
-        let mut response = self.client.send(request, route.timeout).await?;
+        let forward = Forward::start(request.method());
+        let sent = self.client.send(request, route.timeout).await;
+        self.metrics.record_forward(forward, Listener::Egress, Some(route.position), &sent);
+        let mut response = sent?;
         forward::response_hygiene(&mut response, head)?;
         let place = Place {
             listener: Listener::Egress,

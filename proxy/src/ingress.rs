@@ -26,7 +26,7 @@ use crate::exchange::Exchange;
 use crate::forward::{self, Backend};
 use crate::headers::{self, X_KEYWARD_CLIENT};
 use crate::mcp::{self, session::Sessions};
-use crate::metrics::{Listener, Metrics};
+use crate::metrics::{Forward, Listener, Metrics};
 use crate::safety::{KnownSecrets, Net, Place};
 use crate::server::Peer;
 use crate::telemetry;
@@ -129,6 +129,16 @@ impl Ingress {
             client.address = %addr,
             keyward.client = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
+            // What keyward read of the MCP message (see `mcp::span`).
+            mcp.method.name = tracing::field::Empty,
+            mcp.session.id = tracing::field::Empty,
+            jsonrpc.request.id = tracing::field::Empty,
+            gen_ai.operation.name = tracing::field::Empty,
+            gen_ai.tool.name = tracing::field::Empty,
+            gen_ai.prompt.name = tracing::field::Empty,
+            rpc.response.status_code = tracing::field::Empty,
+            rpc.jsonrpc.error_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
         );
         let exchange = Exchange::begin(Listener::Ingress, span, request.headers());
         let serve = self.proxy(request, addr, &peer, exchange.span());
@@ -140,7 +150,8 @@ impl Ingress {
         }
         let status = response.status();
         let elapsed = exchange.end(status);
-        self.metrics.record_ingress(client.as_ref().map(|c| c.index), status, exchange.started());
+        let index = client.as_ref().map(|c| c.index);
+        self.metrics.record_ingress(&method, index, status, exchange.started());
         tracing::info!(
             target: "keyward::access",
             listener = "ingress",
@@ -290,6 +301,9 @@ impl Ingress {
             else {
                 return Ok((session_not_found(), Some(client)));
             };
+            if !span.is_disabled() {
+                span.record("mcp.session.id", mcp::session::digest(presented.as_bytes()));
+            }
             parts.headers.insert(MCP_SESSION_ID, id);
         }
 
@@ -343,7 +357,10 @@ impl Ingress {
             Either::Right(bytes) => forward::outgoing_bytes(parts, bytes),
         };
         let head = request.method() == Method::HEAD;
-        let mut response = self.backend.send(request, self.backend_timeout).await?;
+        let forward = Forward::start(request.method());
+        let sent = self.backend.send(request, self.backend_timeout).await;
+        self.metrics.record_forward(forward, Listener::Ingress, None, &sent);
+        let mut response = sent?;
         forward::response_hygiene(&mut response, head)?;
         if let Some(id) = response.headers().get(MCP_SESSION_ID) {
             let wrapped =

@@ -1,8 +1,9 @@
-//! A real OTLP trace receiver for tests, speaking both OTLP/HTTP (`POST /v1/traces`) and
-//! OTLP/gRPC (`TraceService/Export` over h2c, with gRPC's length-prefixed messages and
-//! `grpc-status` trailers). It decodes `ExportTraceServiceRequest` with the opentelemetry-proto
-//! definitions and keeps every raw body too, so a test can both check span attributes and scan
-//! the exact bytes that left the process.
+//! A real OTLP receiver for tests, of traces and metrics, speaking both OTLP/HTTP
+//! (`POST /v1/traces`, `POST /v1/metrics`) and OTLP/gRPC (`TraceService/Export`,
+//! `MetricsService/Export` over h2c, with gRPC's length-prefixed messages and `grpc-status`
+//! trailers). It decodes `ExportTraceServiceRequest` and `ExportMetricsServiceRequest` with the
+//! opentelemetry-proto definitions and keeps every raw body too, so a test can both check span
+//! and data point attributes and scan the exact bytes that left the process.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,10 +17,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point, NumberDataPoint};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -47,9 +52,40 @@ impl ReceivedSpan {
     }
 }
 
+/// One received metric data point, flattened.
+#[derive(Debug, Clone)]
+pub struct ReceivedPoint {
+    /// The instrument's name.
+    pub metric: String,
+    /// Its unit.
+    pub unit: String,
+    /// `sum` (with `monotonic`), `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// For a sum: whether it only grows (a counter).
+    pub monotonic: bool,
+    /// The value of a sum or gauge; a histogram's sum.
+    pub value: f64,
+    /// A histogram's count (0 for the others).
+    pub count: u64,
+    /// A histogram's bucket bounds (empty for the others).
+    pub bounds: Vec<f64>,
+    /// Attributes as strings.
+    pub attributes: Vec<(String, String)>,
+    /// Resource attributes as strings.
+    pub resource: Vec<(String, String)>,
+}
+
+impl ReceivedPoint {
+    /// The value of attribute `key`.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Received {
     spans: Vec<ReceivedSpan>,
+    points: Vec<ReceivedPoint>,
     bodies: Vec<Bytes>,
 }
 
@@ -103,20 +139,40 @@ impl OtlpReceiver {
         self.received.lock().unwrap().spans.clone()
     }
 
-    /// Every raw request body received so far.
+    /// Every metric data point received so far, in the order they came (a cumulative
+    /// instrument appears once per export).
+    pub fn points(&self) -> Vec<ReceivedPoint> {
+        self.received.lock().unwrap().points.clone()
+    }
+
+    /// The latest data point of `metric` whose attributes include every pair of `with`.
+    pub fn latest(&self, metric: &str, with: &[(&str, &str)]) -> Option<ReceivedPoint> {
+        let received = self.received.lock().unwrap();
+        received
+            .points
+            .iter()
+            .rev()
+            .find(|p| p.metric == metric && with.iter().all(|(k, v)| p.attribute(k) == Some(*v)))
+            .cloned()
+    }
+
+    /// Every raw request body received so far (traces and metrics).
     pub fn bodies(&self) -> Vec<Bytes> {
         self.received.lock().unwrap().bodies.clone()
     }
 }
 
-const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const GRPC_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const GRPC_METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 type Reply = Response<http_body_util::StreamBody<frames::Frames>>;
 
 async fn receive(request: Request<Incoming>, state: &Mutex<Received>) -> Reply {
-    let grpc = match request.uri().path() {
-        "/v1/traces" => false,
-        GRPC_EXPORT => true,
+    let (grpc, metrics) = match request.uri().path() {
+        "/v1/traces" => (false, false),
+        "/v1/metrics" => (false, true),
+        GRPC_TRACES => (true, false),
+        GRPC_METRICS => (true, true),
         _ => return reply(StatusCode::NOT_FOUND, Bytes::new(), false),
     };
     let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
@@ -131,11 +187,19 @@ async fn receive(request: Request<Incoming>, state: &Mutex<Received>) -> Reply {
     } else {
         body.clone()
     };
-    let Ok(export) = ExportTraceServiceRequest::decode(message) else {
-        return reply(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+    let response = if metrics {
+        let Ok(export) = ExportMetricsServiceRequest::decode(message) else {
+            return reply(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+        };
+        record_metrics(export, body, state);
+        ExportMetricsServiceResponse::default().encode_to_vec()
+    } else {
+        let Ok(export) = ExportTraceServiceRequest::decode(message) else {
+            return reply(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+        };
+        record(export, body, state);
+        ExportTraceServiceResponse::default().encode_to_vec()
     };
-    record(export, body, state);
-    let response = ExportTraceServiceResponse::default().encode_to_vec();
     if grpc {
         let mut framed = vec![0];
         framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
@@ -163,6 +227,67 @@ fn record(export: ExportTraceServiceRequest, body: Bytes, state: &Mutex<Received
                 });
             }
         }
+    }
+}
+
+fn record_metrics(export: ExportMetricsServiceRequest, body: Bytes, state: &Mutex<Received>) {
+    let mut received = state.lock().unwrap();
+    received.bodies.push(body);
+    for resource_metrics in export.resource_metrics {
+        let resource =
+            resource_metrics.resource.map(|r| flatten(&r.attributes)).unwrap_or_default();
+        for scope in resource_metrics.scope_metrics {
+            for metric in scope.metrics {
+                let point = |kind, monotonic, value, attributes: &[KeyValue]| ReceivedPoint {
+                    metric: metric.name.clone(),
+                    unit: metric.unit.clone(),
+                    kind,
+                    monotonic,
+                    value,
+                    count: 0,
+                    bounds: Vec::new(),
+                    attributes: flatten(attributes),
+                    resource: resource.clone(),
+                };
+                match &metric.data {
+                    Some(Data::Sum(sum)) => {
+                        for p in &sum.data_points {
+                            let value = number(p);
+                            received.points.push(point(
+                                "sum",
+                                sum.is_monotonic,
+                                value,
+                                &p.attributes,
+                            ));
+                        }
+                    }
+                    Some(Data::Gauge(gauge)) => {
+                        for p in &gauge.data_points {
+                            received.points.push(point("gauge", false, number(p), &p.attributes));
+                        }
+                    }
+                    Some(Data::Histogram(histogram)) => {
+                        for p in &histogram.data_points {
+                            let value = p.sum.unwrap_or_default();
+                            let mut received_point =
+                                point("histogram", false, value, &p.attributes);
+                            received_point.count = p.count;
+                            received_point.bounds = p.explicit_bounds.clone();
+                            received.points.push(received_point);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn number(point: &NumberDataPoint) -> f64 {
+    match point.value {
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        None => f64::NAN,
     }
 }
 

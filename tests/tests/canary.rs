@@ -1,11 +1,11 @@
 //! The secret-leak canary: the real `keyward` binary runs at `trace` level with sentinel secret
 //! values, with file secrets and then with the fake Key Vault, and is driven through every path,
 //! success and failure. Everything that leaves it is collected (stdout, stderr, every OTLP
-//! export received by a real receiver, `/metrics`, every response, every request the backend
-//! and the upstream receive) and searched for the sentinels in every form: raw, base64,
-//! base64url, hex and percent-encoded. Only the upstream may see the APIM key, and only in its
-//! credential header. Bearer tokens from a fake Entra ID, good and hostile, are sentinels too,
-//! with their signatures and the provider's private key material.
+//! export received by a real receiver, traces and metrics, `/metrics`, every response, every
+//! request the backend and the upstream receive) and searched for the sentinels in every form:
+//! raw, base64, base64url, hex and percent-encoded. Only the upstream may see the APIM key, and
+//! only in its credential header. Bearer tokens from a fake Entra ID, good and hostile, are
+//! sentinels too, with their signatures and the provider's private key material.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,7 +155,10 @@ impl Canary {
     }
 
     fn start(&self, source: &Source<'_>) -> Keyward {
-        let mut env = vec![("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned())];
+        let mut env = vec![
+            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "100".to_owned()),
+        ];
         if let Source::Vault(azure) = source {
             env.push(("IDENTITY_ENDPOINT".into(), azure.identity_endpoint()));
             env.push(("IDENTITY_HEADER".into(), azure.identity_header()));
@@ -269,6 +272,18 @@ impl Canary {
         })
         .await;
         assert!(spans, "no spans exported");
+        // The metrics export, after the safety net's catches and the refused keys: what it
+        // carries is scanned with the rest.
+        let metrics = eventually(Duration::from_secs(15), || async {
+            let leak = [("listener", "ingress"), ("secret", "mcp-client-canary")];
+            self.receiver.latest("keyward.secret.leaks.blocked", &leak).is_some()
+                && self
+                    .receiver
+                    .latest("keyward.auth.failures", &[("reason", "invalid")])
+                    .is_some_and(|p| p.value >= 1.0)
+        })
+        .await;
+        assert!(metrics, "no metrics exported");
         keyward.signal("TERM");
         assert!(keyward.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
         replies
@@ -383,8 +398,10 @@ impl Canary {
         for reason in ["secret_in_response", "secret_in_request"] {
             assert!(output.contains(&format!("\"reason\":\"{reason}\"")), "no {reason} audit");
         }
-        let metrics =
-            replies.iter().find(|r| r.text().contains("keyward_requests_total")).expect("/metrics");
+        let metrics = replies
+            .iter()
+            .find(|r| r.text().contains("http_server_request_duration_seconds"))
+            .expect("/metrics");
         for (listener, secret) in [
             ("egress", "apim-subscription-key"),
             ("egress", "mcp-client-canary"),

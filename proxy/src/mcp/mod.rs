@@ -3,7 +3,9 @@
 //!   primitive it is not granted is answered by keyward and never forwarded, list answers come
 //!   back with only the granted entries ([`filter`]);
 //! - for every request, `Mcp-Method` / `Mcp-Name` must agree with the body when keyward reads it;
-//! - for every client, session ids are bound to it ([`session`]).
+//! - for every client, session ids are bound to it ([`session`]);
+//! - what it read is recorded on the request's span, in the MCP semantic conventions
+//!   ([`span`]).
 //!
 //! The rule for bodies, exactly: a POST from a client with grants is read whole (up to
 //! `ingress.max_body_bytes`) whatever its `Content-Type`. Not JSON: 400 with JSON-RPC -32700.
@@ -20,6 +22,7 @@
 pub(crate) mod filter;
 pub(crate) mod message;
 pub(crate) mod session;
+pub(crate) mod span;
 
 use std::sync::Arc;
 
@@ -50,16 +53,20 @@ pub(crate) enum Decision {
 pub(crate) type Denied = Vec<(Kind, String)>;
 
 /// Decides what happens to a POST body from a client with `grants`, and which of its calls
-/// were denied.
+/// were denied. The current span (the request's) learns the message and keyward's error code.
 pub(crate) fn decide(headers: &HeaderMap, body: Bytes, grants: &Arc<Grants>) -> (Decision, Denied) {
+    let span = tracing::Span::current();
     let parsed = match message::parse(&body) {
         Ok(parsed) => parsed,
         Err(invalid) => {
+            span::answered(&span, invalid.code());
             let body = Some(message::error(None, invalid.code(), invalid.message()));
             return (Decision::Answer { status: http::StatusCode::BAD_REQUEST, body }, Vec::new());
         }
     };
+    span::describe(&span, &parsed);
     if let Some(mismatch) = header_mismatch(headers, &parsed) {
+        span::answered(&span, code::HEADER_MISMATCH);
         let body = Some(message::error(None, code::HEADER_MISMATCH, mismatch));
         return (Decision::Answer { status: http::StatusCode::BAD_REQUEST, body }, Vec::new());
     }
@@ -87,6 +94,9 @@ pub(crate) fn decide(headers: &HeaderMap, body: Bytes, grants: &Arc<Grants>) -> 
             }
         }
         kept.push(message);
+    }
+    if !errors.is_empty() {
+        span::answered(&span, code::NOT_PERMITTED);
     }
     let decision = if denied.is_empty() {
         Decision::Forward { body, answers: filter::Answers::new(lists, grants.clone(), Vec::new()) }

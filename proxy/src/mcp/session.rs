@@ -80,6 +80,16 @@ impl crate::secrets::Consumer for Sessions {
     }
 }
 
+/// What a span may say about a session (`mcp.session.id`): the first 16 bytes of the SHA-256 of
+/// the id as the client presented it, in hex. Never the id: the presented id carries keyward's
+/// MAC, so even a guessable backend id (a counter) cannot be found from its digest, and the
+/// same session has the same digest on every request (and on every replica that shares
+/// `ingress.session_secret`).
+pub(crate) fn digest(presented: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, presented);
+    digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What the MAC covers: the client id, length-prefixed, then the backend's id.
 fn input(client: &str, id: &[u8]) -> Vec<u8> {
     let mut input = Vec::with_capacity(4 + client.len() + id.len());
@@ -105,6 +115,13 @@ mod tests {
         let mut forged = presented.to_vec();
         forged[0] = b'x';
         assert_eq!(sessions.unwrap("alpha", &forged), None);
+        // A span gets a digest of it, never the id.
+        let digest = digest(presented);
+        assert_eq!(digest.len(), 32);
+        assert!(
+            digest.bytes().all(|b| b.is_ascii_hexdigit()) && digest == super::digest(presented)
+        );
+        assert_ne!(digest, super::digest(sessions.wrap("alpha", b"abc-124").unwrap().as_bytes()));
         // Another process (another random key) does not know it.
         assert_eq!(Sessions::new(None).unwrap("alpha", presented), None);
         // The client id and the session id cannot trade bytes.

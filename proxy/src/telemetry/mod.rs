@@ -1,5 +1,6 @@
 //! Telemetry: JSON logs (or text) on stdout, OTLP traces, and the panic hook, all of which
-//! pass through the redactor before anything leaves the process.
+//! pass through the redactor before anything leaves the process; and the OTLP side of the
+//! metrics ([`metric_reader`], used by [`crate::metrics`]), with the same settings and resource.
 //!
 //! Events carry names, kinds and numbers: callers never pass a header map, a request, a URL
 //! with a query string or a secret as a field. Below INFO, only keyward's own events are ever
@@ -8,6 +9,8 @@
 
 mod otlp;
 pub mod redact;
+
+pub(crate) use otlp::{metric_reader, resource};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

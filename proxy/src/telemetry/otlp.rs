@@ -1,6 +1,8 @@
-//! OTLP trace export: gRPC (tonic, on hyper) or protobuf over HTTP on keyward's own hyper
-//! client. Every exported span passes through the redactor first. Export failures are the
-//! exporter's problem: spans are dropped, traffic never waits on a collector.
+//! OTLP export of traces and metrics: gRPC (tonic, on hyper) or protobuf over HTTP on keyward's
+//! own hyper client, both signals from the same settings and with the same resource. Every
+//! exported span passes through the redactor first; metrics carry names and numbers only (see
+//! [`crate::metrics`]). Export failures are the exporter's problem: spans and data points are
+//! dropped, traffic never waits on a collector.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_http::{HttpClient, HttpError};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::PeriodicReader;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
@@ -29,19 +32,10 @@ pub(super) fn provider(
     config: &TelemetryConfig,
     redactor: Arc<Redactor>,
 ) -> Result<Option<SdkTracerProvider>, String> {
-    let from_env = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
-    if config.otlp_endpoint.is_none() && !from_env {
+    if !configured(config, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
         return Ok(None);
     }
-    let protocol = config.otlp_protocol.unwrap_or_else(|| {
-        match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-            Ok("http/protobuf") => OtlpProtocol::HttpProtobuf,
-            _ => OtlpProtocol::Grpc,
-        }
-    });
-    let exporter = match protocol {
+    let exporter = match protocol(config) {
         OtlpProtocol::Grpc => {
             let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
             if let Some(endpoint) = &config.otlp_endpoint {
@@ -61,30 +55,104 @@ pub(super) fn provider(
         }
     }
     .map_err(|err| format!("OTLP exporter: {err}"))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(Redacting { inner: exporter, redactor })
+        .with_resource(resource(config))
+        .build();
+    Ok(Some(provider))
+}
+
+/// The periodic OTLP metrics reader, when an endpoint is configured (in the file, or
+/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`), unless
+/// `OTEL_METRICS_EXPORTER=none`. Its interval is `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds,
+/// default 60000), read by the SDK. It collects and exports on a thread of its own; the
+/// exporter's timeout bounds every export. Cumulative temporality, as `/metrics` has. Must run
+/// inside the tokio runtime.
+pub(crate) fn metric_reader(
+    config: &TelemetryConfig,
+) -> Result<Option<PeriodicReader<MetricExporter>>, String> {
+    let disabled = std::env::var("OTEL_METRICS_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    if disabled || !configured(config, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+        return Ok(None);
+    }
+    let exporter = match protocol(config) {
+        OtlpProtocol::Grpc => {
+            let mut builder = MetricExporter::builder().with_tonic();
+            if let Some(endpoint) = &config.otlp_endpoint {
+                builder = builder.with_endpoint(endpoint.clone());
+            }
+            builder.with_timeout(EXPORT_TIMEOUT).build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut builder = MetricExporter::builder()
+                .with_http()
+                .with_http_client(HyperExport::new())
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(endpoint) = &config.otlp_endpoint {
+                builder = builder.with_endpoint(metrics_url(endpoint));
+            }
+            builder.with_timeout(EXPORT_TIMEOUT).build()
+        }
+    }
+    .map_err(|err| format!("OTLP metrics exporter: {err}"))?;
+    Ok(Some(PeriodicReader::builder(exporter).build()))
+}
+
+/// Whether export is configured: in the file, or by the signal's variable or the general one.
+fn configured(config: &TelemetryConfig, signal_var: &str) -> bool {
+    config.otlp_endpoint.is_some()
+        || [signal_var, "OTEL_EXPORTER_OTLP_ENDPOINT"]
+            .iter()
+            .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+}
+
+/// The file's protocol, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else gRPC.
+fn protocol(config: &TelemetryConfig) -> OtlpProtocol {
+    config.otlp_protocol.unwrap_or_else(|| {
+        match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+            Ok("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            _ => OtlpProtocol::Grpc,
+        }
+    })
+}
+
+/// What every signal says about keyward: `service.name` (`OTEL_SERVICE_NAME` wins over the
+/// file) and `service.version`.
+pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
     let service_name = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| config.service_name.clone());
-    let resource = Resource::builder()
+    Resource::builder()
         .with_service_name(service_name)
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(Redacting { inner: exporter, redactor })
-        .with_resource(resource)
-        .build();
-    Ok(Some(provider))
+        .build()
 }
 
 /// An OTLP/HTTP endpoint given as a base (`http://collector:4318`) gets the traces path.
 fn traces_url(endpoint: &str) -> String {
     let trimmed = endpoint.trim_end_matches('/');
-    let has_path = trimmed.split("://").nth(1).is_some_and(|rest| rest.contains('/'));
-    if has_path {
+    if has_path(trimmed) {
         endpoint.to_owned()
     } else {
         format!("{trimmed}/v1/traces")
     }
+}
+
+/// The metrics URL for the one configured endpoint: a base gets `/v1/metrics`, as does a base
+/// with a path prefix (`https://c.example/otlp`); a traces URL (`…/v1/traces`, which traces
+/// use as given) gets its metrics sibling.
+fn metrics_url(endpoint: &str) -> String {
+    let trimmed = endpoint.trim_end_matches('/');
+    match trimmed.strip_suffix("/v1/traces") {
+        Some(base) if has_path(trimmed) => format!("{base}/v1/metrics"),
+        _ if trimmed.ends_with("/v1/metrics") => trimmed.to_owned(),
+        _ => format!("{trimmed}/v1/metrics"),
+    }
+}
+
+fn has_path(url: &str) -> bool {
+    url.split("://").nth(1).is_some_and(|rest| rest.contains('/'))
 }
 
 /// Redacts every string attribute, event attribute and span name before export.
@@ -127,7 +195,8 @@ fn redact_all(redactor: &Redactor, attributes: &mut [KeyValue]) {
     }
 }
 
-/// OTLP/HTTP over hyper-util, run on the tokio runtime whatever thread exports.
+/// OTLP/HTTP over hyper-util, run on the tokio runtime whatever thread exports (the span
+/// batcher's and the metrics reader's threads block on it).
 #[derive(Debug, Clone)]
 struct HyperExport {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -175,5 +244,18 @@ mod tests {
             traces_url("https://c.example/otlp/v1/traces"),
             "https://c.example/otlp/v1/traces"
         );
+    }
+
+    #[test]
+    fn the_metrics_path_follows_the_one_endpoint() {
+        for (endpoint, url) in [
+            ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/metrics"),
+            ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/metrics"),
+            ("https://c.example/otlp", "https://c.example/otlp/v1/metrics"),
+            ("https://c.example/otlp/v1/traces", "https://c.example/otlp/v1/metrics"),
+            ("https://c.example/otlp/v1/metrics", "https://c.example/otlp/v1/metrics"),
+        ] {
+            assert_eq!(metrics_url(endpoint), url, "{endpoint}");
+        }
     }
 }
