@@ -36,7 +36,7 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `keyward=debug`; `RUST_LOG` overrides it.
     pub log_level: Option<String>,
-    /// OTLP collector for traces; `OTEL_EXPORTER_OTLP_ENDPOINT` works too. None: no export.
+    /// OTLP collector for traces and metrics; `OTEL_EXPORTER_OTLP_ENDPOINT` works too. None: no export.
     pub otlp_endpoint: Option<String>,
     /// `grpc` (default) or `http/protobuf`; `OTEL_EXPORTER_OTLP_PROTOCOL` works too.
     pub otlp_protocol: Option<OtlpProtocol>,
