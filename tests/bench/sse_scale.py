@@ -30,6 +30,8 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from idle_conns import rss_kib  # beside this script: the summed VmRSS of the pids
+
 HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
@@ -154,16 +156,6 @@ def serve(port: int) -> None:
 
 
 # --- client ------------------------------------------------------------------------------
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 def request(path: str, key: str) -> bytes:

@@ -20,7 +20,8 @@ fn config(dir: &TempDir, backend: &TestBackend) -> Builder {
         .set("secrets.watch_interval", "100ms")
 }
 
-async fn one_request_and_its_span(keyward: &Keyward, receiver: &OtlpReceiver) -> String {
+/// Waits until keyward answers a request with the client's key with 200.
+async fn serves_a_request(keyward: &Keyward) {
     let http = client::http1();
     let served = eventually(Duration::from_secs(10), || async {
         send(&http, request(keyward.ingress, "GET", "/mcp", &[("x-api-key", KEY)], "")).await.status
@@ -28,6 +29,10 @@ async fn one_request_and_its_span(keyward: &Keyward, receiver: &OtlpReceiver) ->
     })
     .await;
     assert!(served);
+}
+
+async fn one_request_and_its_span(keyward: &Keyward, receiver: &OtlpReceiver) -> String {
+    serves_a_request(keyward).await;
     let exported = eventually(Duration::from_secs(15), || async {
         receiver
             .spans()
@@ -87,12 +92,7 @@ const METRICS_ENV: (&str, &str) = ("OTEL_METRIC_EXPORT_INTERVAL", "100");
 /// receiver gets: every instrument with its attributes, from the resource `service`.
 async fn metrics_arrive(keyward: &Keyward, receiver: &OtlpReceiver, service: &str) {
     let http = client::http1();
-    let served = eventually(Duration::from_secs(10), || async {
-        send(&http, request(keyward.ingress, "GET", "/mcp", &[("x-api-key", KEY)], "")).await.status
-            == 200
-    })
-    .await;
-    assert!(served);
+    serves_a_request(keyward).await;
     let wrong = request(keyward.ingress, "GET", "/mcp", &[("x-api-key", "a-wrong-key")], "");
     assert_eq!(send(&http, wrong).await.status, 401);
     let egress = keyward.egress.expect("egress");

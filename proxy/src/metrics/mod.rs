@@ -248,7 +248,7 @@ impl Metrics {
 
     /// Counts one MCP call refused by `client`'s grants.
     pub fn record_grant_denial(&self, client: usize, kind: &'static str, name: &str) {
-        let row = client.min(self.denial_clients.len() - 1);
+        let row = row(Some(client), self.denial_clients.len());
         let name = match self.grant_names.get(name) {
             Some(name) => KeyValue::new("name", name.clone()),
             None => KeyValue::new("name", "other"),
@@ -265,17 +265,8 @@ impl Metrics {
         status: StatusCode,
         started: Instant,
     ) {
-        let row = client.unwrap_or(self.clients.len() - 1).min(self.clients.len() - 1);
-        let (method, status) = (method(request), status.as_u16());
-        let key = series::key(Listener::Ingress as usize, row, method, status);
-        self.server.record(key, started.elapsed().as_secs_f64(), || {
-            vec![
-                KeyValue::new(METHOD, METHODS[method]),
-                KeyValue::new(STATUS, i64::from(status)),
-                self.clients[row].clone(),
-                KeyValue::new(LISTENER, Listener::Ingress.label()),
-            ]
-        });
+        let row = row(client, self.clients.len());
+        self.record_server(Listener::Ingress, row, &self.clients[row], request, status, started);
     }
 
     /// Times one egress exchange; `route` is the route's index in [`Metrics::new`]'s list.
@@ -286,22 +277,30 @@ impl Metrics {
         status: StatusCode,
         started: Instant,
     ) {
-        let row = self.route_row(route);
+        let row = row(route, self.routes.len());
+        self.record_server(Listener::Egress, row, &self.routes[row], request, status, started);
+    }
+
+    /// Times one exchange on `listener`, whose client or route is `row` (labelled `which`).
+    fn record_server(
+        &self,
+        listener: Listener,
+        row: usize,
+        which: &KeyValue,
+        request: &Method,
+        status: StatusCode,
+        started: Instant,
+    ) {
         let (method, status) = (method(request), status.as_u16());
-        let key = series::key(Listener::Egress as usize, row, method, status);
+        let key = series::key(listener as usize, row, method, status);
         self.server.record(key, started.elapsed().as_secs_f64(), || {
             vec![
                 KeyValue::new(METHOD, METHODS[method]),
                 KeyValue::new(STATUS, i64::from(status)),
-                self.routes[row].clone(),
-                KeyValue::new(LISTENER, Listener::Egress.label()),
+                which.clone(),
+                KeyValue::new(LISTENER, listener.label()),
             ]
         });
-    }
-
-    /// The row of `http.route` for a route index (none: `none`).
-    fn route_row(&self, route: Option<usize>) -> usize {
-        route.unwrap_or(self.routes.len() - 1).min(self.routes.len() - 1)
     }
 
     /// Counts an upstream failure answered with 502/504.
@@ -383,7 +382,7 @@ impl Metrics {
         };
         let route = match listener {
             Listener::Ingress => None,
-            Listener::Egress => Some(self.route_row(route)),
+            Listener::Egress => Some(row(route, self.routes.len())),
         };
         let key = series::key(listener as usize, route.unwrap_or(0), method, code);
         self.client.record(key, elapsed, || {
@@ -401,6 +400,12 @@ impl Metrics {
             attributes
         });
     }
+}
+
+/// The row of a configured client or route (`index`) among `len` rows whose last is the
+/// catch-all (`unknown`, `none`): the catch-all for none or an index out of range.
+fn row(index: Option<usize>, len: usize) -> usize {
+    index.unwrap_or(len - 1).min(len - 1)
 }
 
 fn duration(meter: &Meter, name: &'static str, description: &'static str) -> Histogram<f64> {

@@ -124,22 +124,20 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn samples_of_sum<T: Number>(out: &mut String, name: &str, sum: &Sum<T>) {
-    let mut series: Vec<(String, T)> =
-        sum.data_points().map(|p| (labels(p.attributes()), p.value())).collect();
+/// One sample per point, sorted by labels (a sum's points and a gauge's alike).
+fn samples<T: Number>(out: &mut String, name: &str, mut series: Vec<(String, T)>) {
     series.sort_by(|a, b| a.0.cmp(&b.0));
     for (labels, value) in series {
         sample(out, name, &labels, &value.text());
     }
 }
 
+fn samples_of_sum<T: Number>(out: &mut String, name: &str, sum: &Sum<T>) {
+    samples(out, name, sum.data_points().map(|p| (labels(p.attributes()), p.value())).collect());
+}
+
 fn samples_of_gauge<T: Number>(out: &mut String, name: &str, gauge: &Gauge<T>) {
-    let mut series: Vec<(String, T)> =
-        gauge.data_points().map(|p| (labels(p.attributes()), p.value())).collect();
-    series.sort_by(|a, b| a.0.cmp(&b.0));
-    for (labels, value) in series {
-        sample(out, name, &labels, &value.text());
-    }
+    samples(out, name, gauge.data_points().map(|p| (labels(p.attributes()), p.value())).collect());
 }
 
 /// `_bucket` per bound, cumulative, then `+Inf`, `_sum` and `_count` (the SDK counts each
