@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod common;
@@ -94,4 +94,41 @@ async fn an_idle_authenticated_connection_is_closed_but_a_stream_in_flight_is_ne
     }
     assert!(driven.is_finished(), "the idle connection is still open");
     assert!(idle_since.elapsed() > Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn a_client_that_sends_only_the_start_of_a_preface_is_closed_after_the_header_read_timeout() {
+    let pod = pod_with(timeouts).await;
+    let mut stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
+    stream.write_all(b"PRI * HTTP").await.unwrap();
+    let held = closed_after(stream).await;
+    assert!(held >= Duration::from_millis(250) && held < Duration::from_secs(2), "{held:?}");
+}
+
+#[tokio::test]
+async fn requests_whose_first_bytes_come_apart_are_served_on_either_protocol() {
+    let pod = pod_with(timeouts).await;
+    // An HTTP/1.1 request whose first byte could still begin an h2 preface.
+    let mut stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rest = format!(
+        "OST /split HTTP/1.1\r\nHost: keyward\r\nX-Api-Key: {ALPHA}\r\nContent-Length: 2\r\n\
+         Connection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&reply));
+    // An h2 preface in two pieces, then an empty SETTINGS frame: keyward's SETTINGS comes back.
+    let mut stream = TcpStream::connect(pod.app.ingress_addr).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[3], 0x04, "a SETTINGS frame: {head:?}");
 }

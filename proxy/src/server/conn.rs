@@ -78,6 +78,11 @@ impl State {
         (Peer { addr, state: self.clone() }, InFlight(self.clone()))
     }
 
+    /// When a connection that has not sent a first request is refused.
+    pub(super) fn first_request_deadline(&self, limits: &ConnLimits) -> Instant {
+        self.opened + limits.header_read_timeout
+    }
+
     fn at(&self, millis: u64) -> Instant {
         self.opened + Duration::from_millis(millis)
     }
@@ -95,7 +100,7 @@ impl State {
         };
         let mut found = None;
         if self.started.load(Ordering::Relaxed) == 0 {
-            found = found.or(due(self.opened + limits.header_read_timeout, Verdict::Refuse));
+            found = found.or(due(self.first_request_deadline(limits), Verdict::Refuse));
         }
         if let Some(timeout) = limits.unauthenticated_timeout {
             if !self.authenticated.load(Ordering::Relaxed) {
@@ -172,14 +177,27 @@ pub(super) trait Drain {
     fn drain(self: Pin<&mut Self>);
 }
 
-impl<I, S, E, B> Drain for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+impl<I, S, B> Drain for hyper::server::conn::http1::Connection<I, S>
 where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     B: Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Drain for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn drain(self: Pin<&mut Self>) {
         self.graceful_shutdown();

@@ -22,9 +22,9 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -236,27 +236,18 @@ pub(crate) async fn serve<H, F>(
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // hyper answers 431 itself when a header section cannot fit this buffer.
         .max_buf_size(limits.max_header_bytes.max(8192) + 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(30))
         // What one stream may queue toward a client that does not read (see MAX_READ_AHEAD).
         .max_send_buf_size(crate::forward::MAX_READ_AHEAD);
-    // Over TLS, ALPN has chosen the protocol: the connection speaks that one only (an HTTP/1.1
-    // request on an h2 connection is a broken preface, answered with GOAWAY).
-    let builders = Arc::new(Builders {
-        h1: builder.clone().http1_only(),
-        h2: builder.clone().http2_only(),
-        either: builder,
-    });
+    let builders = Arc::new(Builders { h1, h2 });
     // Every connection task holds a clone; when all are gone, the drain is over.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
 
@@ -270,18 +261,13 @@ pub(crate) async fn serve<H, F>(
             (builders.clone(), tls.clone(), shutdown.clone(), open.clone());
         tokio::spawn(async move {
             let (_permit, _open) = (permit, open);
+            let conn = Conn { builders: &builders, peer, limits, shutdown };
             match tls {
-                None => {
-                    let conn = Conn { builder: &builders.either, peer, limits, shutdown };
-                    conn.serve(stream, handler).await;
-                }
+                None => conn.serve_plain(stream, handler).await,
                 // Boxed: a TLS connection's state (the handshake, the session inside the
                 // stream) would otherwise size every plaintext connection's task as well
                 // (measured: 8,896 bytes a task against the 3,840 plaintext needs).
-                Some(acceptor) => {
-                    let conn = Conn { builder: &builders.either, peer, limits, shutdown };
-                    Box::pin(conn.serve_tls(acceptor, stream, &builders, handler)).await;
-                }
+                Some(acceptor) => Box::pin(conn.serve_tls(acceptor, stream, handler)).await,
             }
         });
     }
@@ -294,7 +280,7 @@ pub(crate) async fn serve<H, F>(
 
 /// One accepted connection, ready to serve.
 struct Conn<'a> {
-    builder: &'a auto::Builder<TokioExecutor>,
+    builders: &'a Builders,
     peer: SocketAddr,
     limits: ConnLimits,
     shutdown: watch::Receiver<bool>,
@@ -302,13 +288,8 @@ struct Conn<'a> {
 
 impl<'a> Conn<'a> {
     /// Completes the TLS handshake within its timeout, then serves the protocol ALPN chose.
-    async fn serve_tls<H, F>(
-        mut self,
-        acceptor: TlsAcceptor,
-        stream: tokio::net::TcpStream,
-        builders: &'a Builders,
-        handler: H,
-    ) where
+    async fn serve_tls<H, F>(self, acceptor: TlsAcceptor, stream: TcpStream, handler: H)
+    where
         H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
@@ -321,22 +302,40 @@ impl<'a> Conn<'a> {
             }
             Err(_) => return,
         };
-        self.builder = match stream.get_ref().1.alpn_protocol() {
-            Some(b"h2") => &builders.h2,
-            _ => &builders.h1,
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
         };
-        self.serve(stream, handler).await;
+        self.serve(stream, protocol, conn::State::new(), handler).await;
+    }
+
+    /// Tells h2c from HTTP/1.1 by the first bytes (within the time the first request has),
+    /// then serves it.
+    async fn serve_plain<H, F>(mut self, stream: TcpStream, handler: H)
+    where
+        H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let state = conn::State::new();
+        let first_request_by = state.first_request_deadline(&self.limits);
+        let protocol = tokio::select! {
+            protocol = sniff(&stream) => protocol,
+            () = tokio::time::sleep_until(first_request_by) => None,
+            _ = self.shutdown.wait_for(|down| *down) => None,
+        };
+        if let Some(protocol) = protocol {
+            self.serve(stream, protocol, state, handler).await;
+        }
     }
 
     /// Serves `io` (after any TLS handshake: the timeouts count from here) until it ends.
-    async fn serve<I, H, F>(self, io: I, handler: H)
+    async fn serve<I, H, F>(self, io: I, protocol: Protocol, state: Arc<conn::State>, handler: H)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let (state, peer) = (conn::State::new(), self.peer);
-        let requests = state.clone();
+        let (requests, peer) = (state.clone(), self.peer);
         let service = service_fn(move |request| {
             let (peer, in_flight) = requests.begin(peer);
             // A panic in one request answers 500 and leaves the connection's other requests
@@ -346,17 +345,57 @@ impl<'a> Conn<'a> {
             let answer = AssertUnwindSafe(handler(request, peer)).catch_unwind();
             futures::future::join(futures::future::ready(in_flight), answer).map(answer_panics)
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
-        let (limits, shutdown) = (&self.limits, self.shutdown);
-        conn::supervise(conn, &state, limits, shutdown).await;
+        let (io, limits, shutdown) = (TokioIo::new(io), &self.limits, self.shutdown);
+        match protocol {
+            Protocol::Http1 => {
+                let conn = self.builders.h1.serve_connection(io, service);
+                conn::supervise(conn, &state, limits, shutdown).await;
+            }
+            Protocol::Http2 => {
+                let conn = self.builders.h2.serve_connection(io, service);
+                conn::supervise(conn, &state, limits, shutdown).await;
+            }
+        }
     }
 }
 
 /// The connection builders of one listener.
 struct Builders {
-    h1: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
-    either: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// What a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The connection preface every h2 client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol of a plaintext connection, told from its first bytes without reading them:
+/// hyper's first read then gets the whole request, and its read buffer stays at 8 KiB (a
+/// prefix read beforehand, and handed back, left it a partial request and made it double to
+/// 16 KiB on every connection). `None` if the connection ends before its first byte; one that
+/// stops inside the preface is left to the first request's deadline, like any slow client.
+async fn sniff(stream: &TcpStream) -> Option<Protocol> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let n = stream.peek(&mut first).await.ok().filter(|&n| n > 0)?;
+        if first[..n] != H2_PREFACE[..n] {
+            return Some(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // A strict prefix of the preface ("P" may begin a POST too): the rest is on its way,
+        // and the socket stays readable meanwhile, so wait before looking again.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// The handler's response, or 500 when it panicked, its body holding the request in flight.
@@ -368,4 +407,56 @@ fn answer_panics(
     let response =
         response.unwrap_or_else(|_| json(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"));
     Ok(response.map(|body| Tracked::new(body, in_flight)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A loopback pair: what the client end sends, and the server end to sniff.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        (client, listener.accept().await.unwrap().0)
+    }
+
+    /// Sends `parts` 30 ms apart, closes, and tells what the server end speaks.
+    async fn sniffed(parts: &[&'static [u8]]) -> Option<Protocol> {
+        let (mut client, server) = pair().await;
+        let parts = parts.to_vec();
+        let sender = tokio::spawn(async move {
+            for part in parts {
+                client.write_all(part).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        });
+        let protocol = tokio::time::timeout(Duration::from_secs(5), sniff(&server)).await.unwrap();
+        sender.await.unwrap();
+        protocol
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_the_protocol_and_stay_unread() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(sniff(&server).await, Some(Protocol::Http1));
+        let mut still = [0u8; 16];
+        assert_eq!(server.peek(&mut still).await.unwrap(), 16, "nothing was consumed");
+        assert_eq!(sniffed(&[H2_PREFACE]).await, Some(Protocol::Http2));
+    }
+
+    #[tokio::test]
+    async fn a_preface_or_a_post_in_pieces_is_waited_for() {
+        assert_eq!(
+            sniffed(&[b"PRI * HT", b"TP/2.0\r\n\r\nSM\r\n\r\n"]).await,
+            Some(Protocol::Http2)
+        );
+        assert_eq!(sniffed(&[b"P", b"OST / HTTP/1.1\r\n"]).await, Some(Protocol::Http1));
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_its_first_byte_is_none() {
+        assert_eq!(sniffed(&[]).await, None);
+    }
 }
