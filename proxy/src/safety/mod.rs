@@ -158,13 +158,13 @@ impl Net {
         place: Place,
         head: bool,
     ) -> Result<http::Response<crate::Body>, crate::error::ProxyError> {
-        use http_body_util::{BodyExt, Either, Full};
+        use http_body_util::{Either, Full};
         if !self.is_on() {
             return Ok(response.map(Either::Left));
         }
         let (mut parts, body) = response.into_parts();
-        self.check_head(&mut parts, &place, head)?;
         let patterns = self.known.patterns();
+        self.head(&patterns, &mut parts, &place, head)?;
         if head || patterns.is_empty() {
             return Ok(http::Response::from_parts(parts, Either::Left(body)));
         }
@@ -177,12 +177,8 @@ impl Net {
         let limit = if self.mode == Mode::Block { BLOCK_BUFFER } else { WHOLE_BUFFER };
         let small = http_body::Body::size_hint(&body).exact().is_some_and(|n| n <= limit);
         if !sse && small {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|_| crate::error::ProxyError::UpstreamUnavailable)?
-                .to_bytes();
-            let bytes = self.bytes(bytes, &place)?;
+            let bytes = whole(body).await?;
+            let bytes = self.scan(&patterns, bytes, &place)?;
             return Ok(http::Response::from_parts(parts, Either::Right(Full::new(bytes))));
         }
         let scanner = Scanner::new(patterns, self.mode, place, sse);
@@ -200,6 +196,16 @@ impl Net {
         if !self.is_on() {
             return Ok(());
         }
+        self.head(&self.known.patterns(), parts, place, head)
+    }
+
+    fn head(
+        &self,
+        patterns: &Patterns,
+        parts: &mut http::response::Parts,
+        place: &Place,
+        head: bool,
+    ) -> Result<(), crate::error::ProxyError> {
         let coded = parts
             .headers
             .get(http::header::CONTENT_ENCODING)
@@ -212,7 +218,7 @@ impl Net {
             );
             return Err(crate::error::ProxyError::Unscannable);
         }
-        self.headers(&mut parts.headers, place)
+        self.headers(patterns, &mut parts.headers, place)
     }
 
     /// A whole body keyward holds (a rewritten JSON answer): redacted, or refused in block mode.
@@ -224,7 +230,16 @@ impl Net {
         if !self.is_on() {
             return Ok(bytes);
         }
-        let hits = self.known.patterns().find(&bytes);
+        self.scan(&self.known.patterns(), bytes, place)
+    }
+
+    fn scan(
+        &self,
+        patterns: &Patterns,
+        bytes: Bytes,
+        place: &Place,
+    ) -> Result<Bytes, crate::error::ProxyError> {
+        let hits = patterns.find(&bytes);
         if hits.is_empty() {
             return Ok(bytes);
         }
@@ -239,26 +254,26 @@ impl Net {
     /// refused in block mode.
     fn headers(
         &self,
+        patterns: &Patterns,
         headers: &mut http::HeaderMap,
         place: &Place,
     ) -> Result<(), crate::error::ProxyError> {
-        let patterns = self.known.patterns();
         if patterns.is_empty() {
             return Ok(());
         }
-        let mut found = Vec::new();
-        for (name, value) in headers.iter_mut() {
+        let mut found = false;
+        for value in headers.values_mut() {
             if value.len() < patterns::MIN_LEN {
                 continue;
             }
             let hits = patterns.find(value.as_bytes());
             if !hits.is_empty() {
                 place.report(&hits, "header", self.mode);
-                found.push(name.clone());
+                found = true;
                 *value = http::HeaderValue::from_static("[REDACTED]");
             }
         }
-        if !found.is_empty() && self.mode == Mode::Block {
+        if found && self.mode == Mode::Block {
             return Err(crate::error::ProxyError::SecretInResponse);
         }
         Ok(())
@@ -279,6 +294,31 @@ impl Net {
         hits.extend(patterns.find(body));
         hits
     }
+}
+
+/// A body of known length, read to its end: one frame as it came (the usual case), several
+/// joined. It stops at the length instead of polling once more for the end, and a dropped
+/// pooled body whose end was read hands its connection back.
+async fn whole(body: crate::forward::UpstreamBody) -> Result<Bytes, crate::error::ProxyError> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut joined = BytesMut::new();
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else { break };
+        let frame = frame.map_err(|_| crate::error::ProxyError::UpstreamUnavailable)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if first.is_empty() {
+            first = data;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() { first } else { joined.freeze() })
 }
 
 /// The largest body of known length that block mode reads whole before answering.
