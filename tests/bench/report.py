@@ -188,6 +188,7 @@ def table(paths):
 
     core_table(runs, w)
     capability_table(runs, w)
+    instructions_table(runs, w)
 
     w("Memory (MiB; nginx = master + workers summed, so shared pages count twice; keyward and")
     w("HAProxy are one process each)")
@@ -345,6 +346,33 @@ def capability_table(runs, w):
     w("")
 
 
+# The callgrind rows: (section, baseline, target, what, the budget of the instructions it adds).
+INSTRUCTIONS = [
+    ("instr", "nginx", "keyward", "keyward (net on) vs nginx, GET", None),
+    ("instr-rpc", "off", "redact", "safety net, 250 B JSON-RPC", 0.05),
+    ("instr-sse64", "off", "redact", "safety net, 64 KiB SSE", 0.10),
+]
+
+
+def instructions_table(runs, w):
+    """Instructions per request (user space, callgrind), each against its baseline."""
+    present = [r for r in INSTRUCTIONS if any((r[0], r[2]) in run for run in runs)]
+    if not present:
+        return
+    w("Instructions per request (callgrind, user space, one worker, h2load -c 4 keep-alive;")
+    w("the same from run to run on a busy machine; the kernel's share, about the same for")
+    w("every proxy, is not in them; a `rep stos` counts once per byte)")
+    hdr = f"{'what':<35}{'baseline':>10}{'with':>10}{'x':>7}{'added':>8}"
+    w(hdr)
+    w("-" * len(hdr))
+    for section, base, mine, what, _ in present:
+        m = lambda t: median_of(runs, lambda run: run[(section, t)]["instructions_per_request"])
+        r = pair_ratio(runs, section, mine, base, "instructions_per_request")
+        w(f"{what:<35}{fmt(m(base)):>10}{fmt(m(mine)):>10}{fmt(r, '{:.3f}'):>7}"
+          f"{fmt(None if r is None else r - 1, '{:+.1%}'):>8}")
+    w("")
+
+
 def scale_table(runs, w):
     """SSE at scale: keyward's memory per open stream and the latency it adds per event."""
     counts = sorted({t for run in runs for (s, t) in run if s == "sse-scale"}, key=float)
@@ -421,6 +449,13 @@ def new_checks(runs):
             continue
         checks.append((f"{what}: costs < {budget:.0%} of req/s", cost,
                        cost is not None and cost < budget, f"{fmt(cost, '{:+.1%}')}"))
+    for section, base, mine, what, budget in INSTRUCTIONS:
+        if budget is None:
+            continue
+        r = pair_ratio(runs, section, mine, base, "instructions_per_request")
+        added = None if r is None else r - 1.0
+        checks.append((f"{what}: adds < {budget:.0%} instructions per request", added,
+                       added is not None and added < budget, f"{fmt(added, '{:+.1%}')}"))
     counts = sorted({t for run in runs for (s, t) in run if s == "sse-scale"}, key=float)
     for t in counts:
         kib = median_of(runs, lambda run: run[("sse-scale", t)]["per_stream_kib"])
