@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Results of tests/bench/run: recording and the tables (Python stdlib only).
 
-  report.py record FILE SECTION TARGET [--cpu-ticks N --clk-tck N]   < tool output
+  report.py record FILE SECTION TARGET [--cpu-ticks N [--user-ticks N --system-ticks N]
+                                         --clk-tck N]   < tool output
       turns `RESULT name value` lines (wrk's latency.lua, sse.py, idle_conns.py) or h2load's
       summary into `section target metric value` rows of FILE (TSV).
   report.py table FILE [FILE...]
@@ -83,6 +84,11 @@ def record(argv):
         seconds = float(opts["--cpu-ticks"]) / float(opts["--clk-tck"])
         values["cpu_s"] = seconds
         values["cpu_s_per_100k"] = seconds / values["requests"] * 100000.0
+        # The split, where given: microseconds of user and of system time a request.
+        for part in ("user", "system"):
+            if f"--{part}-ticks" in opts:
+                ticks = float(opts[f"--{part}-ticks"]) / float(opts["--clk-tck"])
+                values[f"{part}_us_per_req"] = ticks / values["requests"] * 1e6
     for key, value in opts.items():
         if key.startswith("--set-"):
             values[key[len("--set-"):]] = float(value)
@@ -293,9 +299,9 @@ def core_table(runs, w):
     rounds = median_of(runs, get("keyward", "rounds"))
     w("One core each: one worker per proxy pinned to one CPU, wrk and the upstream pinned to the")
     w(f"other; wrk -t1 -c64, the targets taking turns, median of {fmt(rounds)} rounds; CPU is the")
-    w("proxy's own process(es)")
+    w("proxy's own process(es), split into user and system microseconds a request")
     hdr = f"{'target':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}" \
-          f"{'CPU s/100k':>12}"
+          f"{'CPU s/100k':>12}{'user µs':>9}{'sys µs':>8}"
     w(hdr)
     w("-" * len(hdr))
     for target in CORE_TARGETS:
@@ -303,7 +309,8 @@ def core_table(runs, w):
         ms = lambda metric: None if m(metric) is None else m(metric) / 1000.0
         w(f"{target:<18}{fmt(m('rps')):>9}{fmt(ms('p50_us'), '{:.2f}'):>9}"
           f"{fmt(ms('p99_us'), '{:.2f}'):>9}{fmt(ms('p99.9_us'), '{:.2f}'):>10}"
-          f"{fmt(m('errors')):>8}{fmt(m('cpu_s_per_100k'), '{:.2f}'):>12}")
+          f"{fmt(m('errors')):>8}{fmt(m('cpu_s_per_100k'), '{:.2f}'):>12}"
+          f"{fmt(m('user_us_per_req'), '{:.1f}'):>9}{fmt(m('system_us_per_req'), '{:.1f}'):>8}")
     for other in ("nginx", "haproxy"):
         r = {metric: pair_ratio(runs, "core1", "keyward", other, metric)
              for metric in ("rps", "p99_us", "cpu_s_per_100k")}
