@@ -355,10 +355,27 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A change to a streamed body, frame by frame: what to send for each chunk, and at the end.
 pub(crate) trait Rewrite: Send + std::fmt::Debug {
-    /// What to send for `chunk` (possibly nothing yet).
+    /// What to send for `chunk` (possibly nothing yet, or only its first part).
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, BoxError>;
+    /// The rest of the last chunk, when [`Rewrite::data`] sent it in two parts: asked for
+    /// before the next chunk is given.
+    fn pending(&mut self) -> Result<Option<Bytes>, BoxError> {
+        Ok(None)
+    }
     /// What is left to send at the end of the stream.
     fn end(&mut self) -> Result<Bytes, BoxError>;
+}
+
+/// The rest a rewrite still holds, through the ones after it: the last one's first, as what
+/// it holds came before anything an earlier one does.
+fn pending(rewrites: &mut [Box<dyn Rewrite>]) -> Result<Option<Bytes>, BoxError> {
+    for i in (0..rewrites.len()).rev() {
+        let (head, tail) = rewrites.split_at_mut(i + 1);
+        if let Some(rest) = head[i].pending()? {
+            return through(tail, rest).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// `chunk` through each of `rewrites` in turn.
@@ -413,6 +430,17 @@ impl Body for UpstreamBody {
         loop {
             if self.ended {
                 return Poll::Ready(None);
+            }
+            if !self.rewrites.is_empty() {
+                match pending(&mut self.rewrites) {
+                    Ok(None) => {}
+                    Ok(Some(out)) if out.is_empty() => continue,
+                    Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                    Err(err) => {
+                        self.ended = true;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                }
             }
             let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
             let this = &mut *self;

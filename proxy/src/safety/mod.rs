@@ -341,12 +341,14 @@ pub(crate) struct Scanner {
     /// An SSE stream: a block ends it with a JSON-RPC error event.
     sse: bool,
     carry: BytesMut,
+    /// The part of the last chunk after its seam with `carry`, not scanned yet.
+    rest: Option<Bytes>,
     stopped: bool,
 }
 
 impl Scanner {
     pub(crate) fn new(patterns: Arc<Patterns>, mode: Mode, place: Place, sse: bool) -> Self {
-        Self { patterns, mode, place, sse, carry: BytesMut::new(), stopped: false }
+        Self { patterns, mode, place, sse, carry: BytesMut::new(), rest: None, stopped: false }
     }
 
     /// What to send for the next chunk.
@@ -356,6 +358,8 @@ impl Scanner {
         }
         let buffer = if self.carry.is_empty() {
             chunk
+        } else if chunk.len() > self.patterns.longest() {
+            return self.seam(chunk);
         } else {
             self.carry.extend_from_slice(&chunk);
             self.carry.split().freeze()
@@ -391,6 +395,36 @@ impl Scanner {
         Ok(Bytes::from(out))
     }
 
+    /// What was held back, with as much of `chunk` as an occurrence beginning in it can
+    /// reach, scanned on its own so that `chunk` is not copied behind it: what is sent now.
+    /// The rest of `chunk` is scanned and sent next ([`Scanner::pending`]).
+    fn seam(&mut self, chunk: Bytes) -> Result<Bytes, Stopped> {
+        let held = self.carry.len();
+        self.carry.extend_from_slice(&chunk[..self.patterns.longest() - 1]);
+        let seam = self.carry.split().freeze();
+        // An occurrence beginning in what was held lies whole in the seam; one beginning
+        // after it is found again in the rest.
+        let mut hits = self.patterns.find(&seam);
+        hits.retain(|hit| hit.start < held);
+        if !hits.is_empty() {
+            self.place.report(&hits, "body", self.mode);
+            if self.mode == Mode::Block {
+                return self.stop(&seam[..hits[0].start]);
+            }
+        }
+        let resume = hits.last().map_or(held, |hit| hit.end.max(held));
+        self.rest = Some(chunk.slice(resume - held..));
+        Ok(Bytes::from(replace(&seam[..resume], &hits)))
+    }
+
+    /// The rest of the last chunk after its seam, scanned.
+    pub(crate) fn pending(&mut self) -> Result<Option<Bytes>, Stopped> {
+        match self.rest.take() {
+            Some(rest) => self.data(rest).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Stops the stream: an error, or for SSE what came before the event with the hit and a
     /// last error event (then an error).
     fn stop(&mut self, before: &[u8]) -> Result<Bytes, Stopped> {
@@ -411,25 +445,33 @@ impl Scanner {
 
     /// What is held back, checked once more, at the end of the stream.
     pub(crate) fn end(&mut self) -> Result<Bytes, Stopped> {
+        let first = self.pending()?.unwrap_or_default();
         if self.stopped {
             return Err(Stopped);
         }
         let rest = self.carry.split().freeze();
         let hits = self.patterns.find(&rest);
-        if hits.is_empty() {
-            return Ok(rest);
-        }
-        self.place.report(&hits, "body", self.mode);
-        if self.mode == Mode::Block {
-            return self.stop(&rest[..hits[0].start]);
-        }
-        Ok(Bytes::from(replace(&rest, &hits)))
+        let last = if hits.is_empty() {
+            rest
+        } else {
+            self.place.report(&hits, "body", self.mode);
+            if self.mode == Mode::Block {
+                self.stop(&rest[..hits[0].start])?
+            } else {
+                Bytes::from(replace(&rest, &hits))
+            }
+        };
+        Ok(if first.is_empty() { last } else { [first, last].concat().into() })
     }
 }
 
 impl crate::forward::Rewrite for Scanner {
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, crate::forward::BoxError> {
         Scanner::data(self, chunk).map_err(Into::into)
+    }
+
+    fn pending(&mut self) -> Result<Option<Bytes>, crate::forward::BoxError> {
+        Scanner::pending(self).map_err(Into::into)
     }
 
     fn end(&mut self) -> Result<Bytes, crate::forward::BoxError> {
@@ -493,6 +535,9 @@ mod tests {
         let mut out = Vec::new();
         for chunk in chunks {
             out.extend_from_slice(&scanner.data(Bytes::copy_from_slice(chunk))?);
+            while let Some(rest) = scanner.pending()? {
+                out.extend_from_slice(&rest);
+            }
         }
         out.extend_from_slice(&scanner.end()?);
         Ok(out)
@@ -509,6 +554,40 @@ mod tests {
             let out = run(&mut scanner(Mode::Redact, false), &[a, b]).unwrap();
             assert_eq!(out, br#"{"echo":"[REDACTED]","b64":"[REDACTED]"}"#, "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_stream_in_any_frames_comes_out_as_the_whole_text_redacted() {
+        // Values in every form, next to each other and to text that begins them, in frames
+        // of every size from one byte to longer than the longest pattern: what comes out is
+        // what redacting the whole text gives, however it was cut.
+        let b64 = base64::engine::general_purpose::STANDARD.encode(KEY);
+        let hex: String = KEY.bytes().map(|b| format!("{b:02x}")).collect();
+        let text = format!("apim-{KEY}{KEY} x {b64}apim-ke {hex}a{KEY}apim-key-5c3a1e9f7d2b406");
+        let want = known().redact(text.as_bytes()).into_owned();
+        assert!(!want.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+        for size in 1..=text.len() {
+            for offset in 0..size.min(7) {
+                let bytes = text.as_bytes();
+                let mut chunks = vec![&bytes[..offset]];
+                chunks.extend(bytes[offset..].chunks(size));
+                let out = run(&mut scanner(Mode::Redact, false), &chunks).unwrap();
+                assert_eq!(out, want, "frames of {size} after {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_frame_after_a_held_end_is_sent_as_it_came() {
+        let mut scanner = scanner(Mode::Redact, false);
+        assert_eq!(scanner.data(Bytes::from_static(b"text apim-")).unwrap(), &b"text "[..]);
+        let long = Bytes::from(format!("{}{}", "x".repeat(200), "y".repeat(200)));
+        let head = scanner.data(long.clone()).unwrap();
+        assert_eq!(head.len(), b"apim-".len(), "the held bytes only");
+        let rest = scanner.pending().unwrap().unwrap();
+        assert_eq!(rest.as_ptr(), long[head.len() - b"apim-".len()..].as_ptr(), "not copied");
+        assert_eq!([head, rest].concat(), [&b"apim-"[..], &long].concat());
+        assert!(scanner.pending().unwrap().is_none());
     }
 
     #[test]
