@@ -170,56 +170,24 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
-/// A connection that can be closed gracefully: HTTP/1.1 after the response in progress, h2 by
-/// GOAWAY after its open streams.
-pub(super) trait Drain {
-    /// Starts the graceful close; the connection is polled on until it ends.
-    fn drain(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> Drain for hyper::server::conn::http1::Connection<I, S>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn drain(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, E, B> Drain for hyper::server::conn::http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn drain(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
 /// Drives `conn` until it ends, the watchdog ends it, or shutdown drains it (for up to
-/// `limits.shutdown_grace`).
+/// `limits.shutdown_grace`). `drain` starts a graceful close (HTTP/1.1 after the response in
+/// progress, h2 by GOAWAY after its open streams), and `conn` is polled on until it ends.
 pub(super) async fn supervise<C, E>(
     conn: C,
+    drain: fn(Pin<&mut C>),
     state: &State,
     limits: &ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    C: Future<Output = Result<(), E>> + Drain,
+    C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
     let mut draining_until: Option<Instant> = None;
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
-        conn.as_mut().drain();
+        drain(conn.as_mut());
         draining_until = Some(Instant::now() + limits.shutdown_grace);
     }
     loop {
@@ -239,7 +207,7 @@ pub(super) async fn supervise<C, E>(
             }
         };
         if let Some(limit) = limit {
-            conn.as_mut().drain();
+            drain(conn.as_mut());
             draining_until = Some(Instant::now() + limit);
             continue;
         }
@@ -258,7 +226,7 @@ pub(super) async fn supervise<C, E>(
             changed = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if changed.is_err() || *shutdown.borrow() {
-                    conn.as_mut().drain();
+                    drain(conn.as_mut());
                     draining_until = Some(Instant::now() + limits.shutdown_grace);
                 }
             }

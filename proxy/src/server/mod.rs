@@ -351,11 +351,13 @@ impl<'a> Conn<'a> {
         match protocol {
             Protocol::Http1 => {
                 let conn = self.builders.h1.serve_connection(io, service);
-                conn::supervise(conn, &state, limits, shutdown).await;
+                let drain = http1::Connection::graceful_shutdown;
+                conn::supervise(conn, drain, &state, limits, shutdown).await;
             }
             Protocol::Http2 => {
                 let conn = self.builders.h2.serve_connection(io, service);
-                conn::supervise(conn, &state, limits, shutdown).await;
+                let drain = http2::Connection::graceful_shutdown;
+                conn::supervise(conn, drain, &state, limits, shutdown).await;
             }
         }
     }
