@@ -358,7 +358,7 @@ pub(crate) trait Rewrite: Send + std::fmt::Debug {
     /// What to send for `chunk` (possibly nothing yet, or only its first part).
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, BoxError>;
     /// The rest of the last chunk, when [`Rewrite::data`] sent it in two parts: asked for
-    /// before the next chunk is given.
+    /// before the next chunk is given, and before the end.
     fn pending(&mut self) -> Result<Option<Bytes>, BoxError> {
         Ok(None)
     }
@@ -396,6 +396,10 @@ fn finish(rewrites: &mut [Box<dyn Rewrite>]) -> Result<Bytes, BoxError> {
         let (head, tail) = rewrites.split_at_mut(i + 1);
         let rest = head[i].end()?;
         out.extend_from_slice(&through(tail, rest)?);
+        // What that left pending in the rewrites after it goes before their own ends.
+        while let Some(more) = pending(tail)? {
+            out.extend_from_slice(&more);
+        }
     }
     Ok(out.freeze())
 }
@@ -496,5 +500,60 @@ impl Drop for UpstreamBody {
         if self.inner.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds everything until the end.
+    #[derive(Debug, Default)]
+    struct Hold(Vec<u8>);
+
+    impl Rewrite for Hold {
+        fn data(&mut self, chunk: Bytes) -> Result<Bytes, BoxError> {
+            self.0.extend_from_slice(&chunk);
+            Ok(Bytes::new())
+        }
+        fn end(&mut self) -> Result<Bytes, BoxError> {
+            Ok(std::mem::take(&mut self.0).into())
+        }
+    }
+
+    /// Sends each chunk in two parts, marking each, the second as pending.
+    #[derive(Debug, Default)]
+    struct Halves(Option<Bytes>);
+
+    impl Rewrite for Halves {
+        fn data(&mut self, chunk: Bytes) -> Result<Bytes, BoxError> {
+            let half = chunk.len() / 2;
+            self.0 = Some([&b"<"[..], &chunk[half..], b">"].concat().into());
+            Ok([&b"["[..], &chunk[..half], b"]"].concat().into())
+        }
+        fn pending(&mut self) -> Result<Option<Bytes>, BoxError> {
+            Ok(self.0.take())
+        }
+        fn end(&mut self) -> Result<Bytes, BoxError> {
+            assert!(self.0.is_none(), "end before the pending rest was taken");
+            Ok(Bytes::from_static(b"."))
+        }
+    }
+
+    #[test]
+    fn what_a_rewrite_leaves_pending_comes_in_order_before_the_ends_after_it() {
+        let mut rewrites: Vec<Box<dyn Rewrite>> =
+            vec![Box::new(Hold::default()), Box::new(Halves::default())];
+        assert!(through(&mut rewrites, Bytes::from_static(b"abcd")).unwrap().is_empty());
+        assert_eq!(pending(&mut rewrites).unwrap(), None);
+        assert_eq!(finish(&mut rewrites).unwrap(), &b"[ab]<cd>."[..]);
+        // The last rewrite's rest goes before an earlier one's.
+        let mut rewrites: Vec<Box<dyn Rewrite>> =
+            vec![Box::new(Halves::default()), Box::new(Halves::default())];
+        assert_eq!(through(&mut rewrites, Bytes::from_static(b"abcd")).unwrap(), &b"[[a]"[..]);
+        assert_eq!(pending(&mut rewrites).unwrap().unwrap(), &b"<b]>"[..]);
+        assert_eq!(pending(&mut rewrites).unwrap().unwrap(), &b"[<c]"[..]);
+        assert_eq!(pending(&mut rewrites).unwrap().unwrap(), &b"<d>>"[..]);
+        assert_eq!(pending(&mut rewrites).unwrap(), None);
     }
 }

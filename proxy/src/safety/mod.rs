@@ -443,25 +443,23 @@ impl Scanner {
         Ok(out.freeze())
     }
 
-    /// What is held back, checked once more, at the end of the stream.
+    /// What is held back, checked once more, at the end of the stream (after the rest of any
+    /// seamed chunk has been taken: [`Scanner::pending`]).
     pub(crate) fn end(&mut self) -> Result<Bytes, Stopped> {
-        let first = self.pending()?.unwrap_or_default();
+        debug_assert!(self.rest.is_none(), "end before the pending rest was taken");
         if self.stopped {
             return Err(Stopped);
         }
         let rest = self.carry.split().freeze();
         let hits = self.patterns.find(&rest);
-        let last = if hits.is_empty() {
-            rest
-        } else {
-            self.place.report(&hits, "body", self.mode);
-            if self.mode == Mode::Block {
-                self.stop(&rest[..hits[0].start])?
-            } else {
-                Bytes::from(replace(&rest, &hits))
-            }
-        };
-        Ok(if first.is_empty() { last } else { [first, last].concat().into() })
+        if hits.is_empty() {
+            return Ok(rest);
+        }
+        self.place.report(&hits, "body", self.mode);
+        if self.mode == Mode::Block {
+            return self.stop(&rest[..hits[0].start]);
+        }
+        Ok(Bytes::from(replace(&rest, &hits)))
     }
 }
 
