@@ -172,9 +172,7 @@ def table(paths):
     w("-" * len(hdr))
 
     def ratio(section, metric, other, mine="keyward", other_section=None):
-        other_section = other_section or section
-        return median_of(runs, lambda run: run[(section, mine)][metric]
-                         / run[(other_section, other)][metric])
+        return pair_ratio(runs, section, mine, other, metric, other_section)
 
     for section, label in LOAD_SECTIONS:
         for metric, name in [("rps", "req/s"), ("p99_us", "p99"), ("p99.9_us", "p99.9"),
